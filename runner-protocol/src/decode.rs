@@ -1,0 +1,181 @@
+//! Decoding one request line.
+//!
+//! Decoding happens in two stages so that every line gets the most precise
+//! answer possible: first the envelope (`type`, `id`), whose failures can only
+//! be answered with a `rejected` line, then the `run` params, whose failures
+//! are answered with that run's own `end` line.
+
+use serde_json::{Map, Value};
+
+use crate::codes;
+use crate::params::RunParams;
+use crate::validate::{validate, InvalidParams};
+
+/// A decoded request line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Start one turn. `params` is `Err` when the id is usable but the params
+    /// are not: the daemon answers with that id's `end` (code
+    /// `invalid_params`), unless the id is a duplicate of a live run.
+    Run {
+        /// The run id chosen by the client; unique among live runs.
+        id: String,
+        /// The validated params, or why they are invalid.
+        params: Result<Box<RunParams>, InvalidParams>,
+    },
+    /// Cancel a queued or running turn.
+    Cancel {
+        /// The id of the run to cancel.
+        id: String,
+    },
+}
+
+/// A line that cannot be attributed to a run; answered with a `rejected` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// One of the `REJECT_*` codes in [`crate::codes`].
+    pub code: &'static str,
+    /// What was wrong, naming the field.
+    pub message: String,
+    /// The id the line carried, if one could be read.
+    pub request_id: Option<String>,
+}
+
+impl Rejection {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+            request_id: None,
+        }
+    }
+}
+
+/// Decodes one request line (without its trailing newline; a trailing `\r`
+/// is tolerated).
+pub fn decode_request(line: &[u8]) -> Result<Request, Rejection> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        Rejection::new(
+            codes::REJECT_INVALID_UTF8,
+            format!("request is not valid UTF-8: {e}"),
+        )
+    })?;
+    let value: Value = serde_json::from_str(text.trim_end_matches('\r')).map_err(|e| {
+        Rejection::new(
+            codes::REJECT_MALFORMED_JSON,
+            format!("request is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err(Rejection::new(
+            codes::REJECT_MALFORMED_JSON,
+            format!("request must be a JSON object, got {}", kind_of(&value)),
+        ));
+    };
+
+    let kind = match object.remove("type") {
+        Some(Value::String(kind)) => kind,
+        Some(other) => {
+            return Err(Rejection::new(
+                codes::REJECT_UNKNOWN_TYPE,
+                format!("field `type` must be a string, got {}", kind_of(&other)),
+            ))
+        }
+        None => {
+            return Err(Rejection::new(
+                codes::REJECT_UNKNOWN_TYPE,
+                "missing field `type` (expected \"run\" or \"cancel\")",
+            ))
+        }
+    };
+    if kind != "run" && kind != "cancel" {
+        let mut rejection = Rejection::new(
+            codes::REJECT_UNKNOWN_TYPE,
+            format!("unknown request type {kind:?} (expected \"run\" or \"cancel\")"),
+        );
+        rejection.request_id = object.get("id").and_then(Value::as_str).map(str::to_owned);
+        return Err(rejection);
+    }
+
+    let id = take_id(&mut object)?;
+    if kind == "cancel" {
+        if let Some(field) = object.keys().next() {
+            return Err(Rejection {
+                code: codes::REJECT_INVALID_REQUEST,
+                message: format!("unknown field `{field}` in cancel request"),
+                request_id: Some(id),
+            });
+        }
+        return Ok(Request::Cancel { id });
+    }
+    let params = run_params(object).map(Box::new);
+    Ok(Request::Run { id, params })
+}
+
+fn take_id(object: &mut Map<String, Value>) -> Result<String, Rejection> {
+    match object.remove("id") {
+        Some(Value::String(id)) if !id.is_empty() => Ok(id),
+        Some(Value::String(_)) => Err(Rejection::new(
+            codes::REJECT_MISSING_ID,
+            "field `id` must be a non-empty string",
+        )),
+        Some(other) => Err(Rejection::new(
+            codes::REJECT_MISSING_ID,
+            format!("field `id` must be a string, got {}", kind_of(&other)),
+        )),
+        None => Err(Rejection::new(
+            codes::REJECT_MISSING_ID,
+            "missing field `id`",
+        )),
+    }
+}
+
+/// The params of a run, from what is left of the object once `type` and `id`
+/// are taken.
+fn run_params(mut object: Map<String, Value>) -> Result<RunParams, InvalidParams> {
+    let params = object.remove("params");
+    if let Some(field) = object.keys().next() {
+        return Err(InvalidParams::new(
+            field.clone(),
+            format!("unknown field `{field}` in run request (expected `type`, `id`, `params`)"),
+        ));
+    }
+    let params = match params {
+        Some(Value::Object(params)) => params,
+        Some(other) => {
+            return Err(InvalidParams::new(
+                "params",
+                format!("field `params` must be an object, got {}", kind_of(&other)),
+            ))
+        }
+        None => return Err(InvalidParams::new("params", "missing field `params`")),
+    };
+    let params: RunParams =
+        serde_path_to_error::deserialize(Value::Object(params)).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "params".to_owned()
+            } else {
+                format!("params.{path}")
+            };
+            let message = format!("{field}: {}", e.inner());
+            InvalidParams::new(field, message)
+        })?;
+    validate(&params)?;
+    Ok(params)
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

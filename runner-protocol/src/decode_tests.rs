@@ -1,0 +1,143 @@
+use super::*;
+use crate::params::{ContentPart, Input, InputContent};
+
+fn rejected(line: &str) -> Rejection {
+    decode_request(line.as_bytes()).expect_err("line should be rejected")
+}
+
+fn invalid(line: &str) -> InvalidParams {
+    match decode_request(line.as_bytes()) {
+        Ok(Request::Run { params: Err(e), .. }) => e,
+        other => panic!("expected invalid params, got {other:?}"),
+    }
+}
+
+#[test]
+fn decodes_the_existing_protocol_run() {
+    let line = r#"{"type":"run","id":"r1","params":{"model":"gpt-5.5","input":{"content":[{"type":"text","text":"hi"},{"type":"local_image","path":"/a.png"}],"name":"bob"},"effort":"high","web_search_enabled":false,"mcp_servers":{"probe":{"url":"http://127.0.0.1:1/mcp","http_headers":{"Authorization":"Bearer x"}}},"agent_instance_hierarchy":"a/b"}}"#;
+    let Ok(Request::Run { id, params: Ok(p) }) = decode_request(line.as_bytes()) else {
+        panic!("should decode");
+    };
+    assert_eq!(id, "r1");
+    assert_eq!(p.model.as_deref(), Some("gpt-5.5"));
+    assert_eq!(
+        p.input,
+        Some(Input {
+            content: InputContent::Parts(vec![
+                ContentPart::Text { text: "hi".into() },
+                ContentPart::LocalImage {
+                    path: "/a.png".into()
+                },
+            ]),
+            name: Some("bob".into()),
+        })
+    );
+    assert_eq!(p.prompt_text(), "[bob] :\n\nhi");
+    assert_eq!(p.images(), vec!["/a.png"]);
+    assert_eq!(
+        p.mcp_servers["probe"].http_headers.as_ref().unwrap()["Authorization"],
+        "Bearer x"
+    );
+}
+
+#[test]
+fn string_content_and_prompt_shorthand() {
+    let Ok(Request::Run { params: Ok(p), .. }) =
+        decode_request(br#"{"type":"run","id":"a","params":{"input":{"content":"plain"}}}"#)
+    else {
+        panic!()
+    };
+    assert_eq!(p.prompt_text(), "plain");
+    let Ok(Request::Run { params: Ok(p), .. }) =
+        decode_request(br#"{"type":"run","id":"a","params":{"prompt":"short","cwd":null}}"#)
+    else {
+        panic!()
+    };
+    assert_eq!(p.prompt_text(), "short");
+    assert_eq!(p.cwd, None);
+}
+
+#[test]
+fn cancel_decodes_and_tolerates_crlf() {
+    assert_eq!(
+        decode_request(b"{\"type\":\"cancel\",\"id\":\"x\"}\r"),
+        Ok(Request::Cancel { id: "x".into() })
+    );
+}
+
+#[test]
+fn envelope_failures_are_rejections_with_codes() {
+    assert_eq!(rejected("{nope").code, codes::REJECT_MALFORMED_JSON);
+    assert_eq!(rejected("[1,2]").code, codes::REJECT_MALFORMED_JSON);
+    assert_eq!(rejected("").code, codes::REJECT_MALFORMED_JSON);
+    assert_eq!(rejected(r#"{"id":"a"}"#).code, codes::REJECT_UNKNOWN_TYPE);
+    assert_eq!(
+        rejected(r#"{"type":7,"id":"a"}"#).code,
+        codes::REJECT_UNKNOWN_TYPE
+    );
+    let r = rejected(r#"{"type":"explode","id":"a"}"#);
+    assert_eq!(
+        (r.code, r.request_id.as_deref()),
+        (codes::REJECT_UNKNOWN_TYPE, Some("a"))
+    );
+    assert!(r.message.contains("explode"));
+    assert_eq!(
+        rejected(r#"{"type":"run","params":{}}"#).code,
+        codes::REJECT_MISSING_ID
+    );
+    assert_eq!(
+        rejected(r#"{"type":"run","id":""}"#).code,
+        codes::REJECT_MISSING_ID
+    );
+    assert_eq!(
+        rejected(r#"{"type":"run","id":5}"#).code,
+        codes::REJECT_MISSING_ID
+    );
+    assert_eq!(
+        rejected(r#"{"type":"cancel","id":"a","x":1}"#).code,
+        codes::REJECT_INVALID_REQUEST
+    );
+    let r = decode_request(b"{\"type\":\"run\",\"id\":\"\xff\"}").unwrap_err();
+    assert_eq!(r.code, codes::REJECT_INVALID_UTF8);
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    assert_eq!(rejected(&deep).code, codes::REJECT_MALFORMED_JSON);
+}
+
+#[test]
+fn params_errors_name_the_field() {
+    let e = invalid(
+        r#"{"type":"run","id":"a","params":{"prompt":"x","mcp_servers":{"s":{"url":"http://h/","headers":{"a":"b"}}}}}"#,
+    );
+    assert_eq!(e.field, "params.mcp_servers.s.headers");
+    assert!(
+        e.message.contains("unknown field `headers`"),
+        "{}",
+        e.message
+    );
+    let e = invalid(r#"{"type":"run","id":"a","params":{"prompt":"x","effort":"extreme"}}"#);
+    assert_eq!(e.field, "params.effort");
+    let e =
+        invalid(r#"{"type":"run","id":"a","params":{"prompt":"x","web_search_enabled":"yes"}}"#);
+    assert!(
+        e.message
+            .starts_with("params.web_search_enabled: invalid type"),
+        "{}",
+        e.message
+    );
+    let e = invalid(r#"{"type":"run","id":"a","parms":{}}"#);
+    assert!(e.message.contains("unknown field `parms`"));
+    let e = invalid(r#"{"type":"run","id":"a"}"#);
+    assert_eq!(e.message, "missing field `params`");
+    let e = invalid(r#"{"type":"run","id":"a","params":[]}"#);
+    assert!(e.message.contains("must be an object"));
+    let e = invalid(
+        r#"{"type":"run","id":"a","params":{"input":{"content":[{"type":"video","url":"x"}]}}}"#,
+    );
+    assert!(e.field.starts_with("params.input.content"), "{}", e.field);
+    let e = invalid(r#"{"type":"run","id":"a","params":{"input":{"content":42}}}"#);
+    assert!(
+        e.message.contains("a string or an array of content parts"),
+        "{}",
+        e.message
+    );
+}

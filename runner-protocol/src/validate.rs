@@ -1,0 +1,350 @@
+//! Validation of run params beyond their types, done before anything is
+//! spawned: codex silently drops an MCP server with an invalid name, and a
+//! header value with a newline would be a header-injection hole, so both are
+//! refused here with a message that names the field.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::params::{InputContent, McpServer, RunParams};
+
+/// Why a run's params were refused. Rendered as the run's `end` error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidParams {
+    /// Path of the offending field, such as `params.mcp_servers.probe.url`.
+    pub field: String,
+    /// The whole message, naming the field.
+    pub message: String,
+}
+
+impl InvalidParams {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        InvalidParams {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Env names the runner sets itself for every turn; a request may not
+/// override them.
+const RESERVED_ENV: &[&str] = &["CODEX_HOME", "CODEX_RUNNER_RUN_ID"];
+
+/// The tool namespace codex gives a server's tools: `mcp__` + the name with
+/// every character outside `[A-Za-z0-9_]` replaced by `_`.
+pub fn tool_namespace(server_name: &str) -> String {
+    let mapped: String = server_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("mcp__{mapped}")
+}
+
+pub(crate) fn validate(p: &RunParams) -> Result<(), InvalidParams> {
+    validate_input(p)?;
+    for (field, value) in [
+        ("model", &p.model),
+        ("cwd", &p.cwd),
+        ("resume", &p.resume),
+        ("profile", &p.profile),
+    ] {
+        if let Some(value) = value {
+            arg_value(&format!("params.{field}"), value)?;
+        }
+    }
+    if let Some(resume) = &p.resume {
+        if resume.starts_with('-') {
+            return Err(InvalidParams::new(
+                "params.resume",
+                "params.resume: a thread id cannot start with '-'",
+            ));
+        }
+    }
+    if let Some(profile) = &p.profile {
+        if !profile
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            || profile.starts_with('.')
+        {
+            return Err(InvalidParams::new(
+                "params.profile",
+                format!("params.profile: {profile:?} is not a valid profile name (letters, digits, '_', '-', '.'; not starting with '.')"),
+            ));
+        }
+    }
+    for (i, dir) in p.additional_directories.iter().enumerate() {
+        arg_value(&format!("params.additional_directories[{i}]"), dir)?;
+    }
+    if let Some(t) = p.timeout_secs {
+        if !(t.is_finite() && t > 0.0 && t <= 1e9) {
+            return Err(InvalidParams::new(
+                "params.timeout_secs",
+                format!("params.timeout_secs: must be a positive number of seconds, got {t}"),
+            ));
+        }
+    }
+    env_map("params.env", &p.env)?;
+    for name in RESERVED_ENV {
+        if p.env.contains_key(*name) {
+            return Err(InvalidParams::new(
+                "params.env",
+                format!("params.env: {name} is set by the runner for every turn and cannot be overridden"),
+            ));
+        }
+    }
+    for (key, value) in &p.config {
+        config_entry(key, value)?;
+    }
+    validate_servers(&p.mcp_servers)
+}
+
+fn validate_input(p: &RunParams) -> Result<(), InvalidParams> {
+    match (&p.input, &p.prompt) {
+        (None, None) => Err(InvalidParams::new(
+            "params.input",
+            "params: one of `input` or `prompt` is required",
+        )),
+        (Some(_), Some(_)) => Err(InvalidParams::new(
+            "params.prompt",
+            "params: give either `input` or `prompt`, not both",
+        )),
+        _ => {
+            if let Some(InputContent::Parts(parts)) = p.input.as_ref().map(|i| &i.content) {
+                if parts.is_empty() {
+                    return Err(InvalidParams::new(
+                        "params.input.content",
+                        "params.input.content: must not be an empty array",
+                    ));
+                }
+            }
+            for (i, path) in p.images().into_iter().enumerate() {
+                arg_value(&format!("params.input.content[image {i}].path"), path)?;
+            }
+            if p.prompt_text().trim().is_empty() {
+                return Err(InvalidParams::new(
+                    "params.input",
+                    "params: the input has no text (codex needs a prompt)",
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A value that becomes one argv element.
+fn arg_value(field: &str, value: &str) -> Result<(), InvalidParams> {
+    if value.is_empty() {
+        return Err(InvalidParams::new(
+            field,
+            format!("{field}: must not be empty"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(InvalidParams::new(
+            field,
+            format!("{field}: must not contain NUL"),
+        ));
+    }
+    Ok(())
+}
+
+fn env_map(field: &str, env: &BTreeMap<String, String>) -> Result<(), InvalidParams> {
+    for (name, value) in env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(InvalidParams::new(
+                field,
+                format!("{field}: {name:?} is not a valid environment variable name"),
+            ));
+        }
+        if value.contains('\0') {
+            // The value is a secret: name the variable, never the value.
+            return Err(InvalidParams::new(
+                format!("{field}.{name}"),
+                format!("{field}.{name}: value must not contain NUL"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn config_entry(key: &str, value: &Value) -> Result<(), InvalidParams> {
+    let field = format!("params.config.{key}");
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(InvalidParams::new(
+            "params.config",
+            format!("params.config: {key:?} is not a dotted key (empty segment)"),
+        ));
+    }
+    if contains_null(value) {
+        return Err(InvalidParams::new(
+            &field,
+            format!("{field}: null has no TOML equivalent"),
+        ));
+    }
+    Ok(())
+}
+
+fn contains_null(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.iter().any(contains_null),
+        Value::Object(map) => map.values().any(contains_null),
+        _ => false,
+    }
+}
+
+fn validate_servers(servers: &BTreeMap<String, McpServer>) -> Result<(), InvalidParams> {
+    let mut namespaces: BTreeMap<String, &str> = BTreeMap::new();
+    for (name, server) in servers {
+        let field = format!("params.mcp_servers.{name}");
+        if name.is_empty()
+            || !name.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '@' | '/' | '.' | '-')
+            })
+        {
+            return Err(InvalidParams::new(
+                "params.mcp_servers",
+                format!("params.mcp_servers: server name {name:?} must match ^[a-zA-Z0-9_:@/.-]+$ (codex silently drops others)"),
+            ));
+        }
+        let namespace = tool_namespace(name);
+        if let Some(other) = namespaces.insert(namespace.clone(), name) {
+            return Err(InvalidParams::new(
+                "params.mcp_servers",
+                format!("params.mcp_servers: servers {other:?} and {name:?} both map to the tool namespace {namespace:?}"),
+            ));
+        }
+        validate_server(&field, server)?;
+    }
+    Ok(())
+}
+
+fn validate_server(field: &str, s: &McpServer) -> Result<(), InvalidParams> {
+    let err = |sub: &str, msg: String| InvalidParams::new(format!("{field}{sub}"), msg);
+    match (&s.url, &s.command) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "",
+                format!("{field}: give either `url` (HTTP) or `command` (stdio), not both"),
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                "",
+                format!("{field}: needs `url` (HTTP server) or `command` (stdio server)"),
+            ))
+        }
+        (Some(url), None) => {
+            check_url(url).map_err(|why| err(".url", format!("{field}.url: {why}")))?;
+            let stdio_only = [
+                ("args", s.args.is_some()),
+                ("env", s.env.is_some()),
+                ("env_vars", s.env_vars.is_some()),
+                ("cwd", s.cwd.is_some()),
+            ];
+            if let Some((key, _)) = stdio_only.iter().find(|(_, set)| *set) {
+                return Err(err(
+                    &format!(".{key}"),
+                    format!("{field}.{key}: only stdio servers (with `command`) take `{key}`"),
+                ));
+            }
+        }
+        (None, Some(command)) => {
+            arg_value(&format!("{field}.command"), command)?;
+            let http_only = [
+                ("http_headers", s.http_headers.is_some()),
+                ("env_http_headers", s.env_http_headers.is_some()),
+                ("bearer_token_env_var", s.bearer_token_env_var.is_some()),
+            ];
+            if let Some((key, _)) = http_only.iter().find(|(_, set)| *set) {
+                return Err(err(
+                    &format!(".{key}"),
+                    format!("{field}.{key}: only HTTP servers (with `url`) take `{key}`"),
+                ));
+            }
+            if let Some(env) = &s.env {
+                env_map(&format!("{field}.env"), env)?;
+            }
+        }
+    }
+    for (sub, headers) in [
+        ("http_headers", &s.http_headers),
+        ("env_http_headers", &s.env_http_headers),
+    ] {
+        for (name, value) in headers.iter().flatten() {
+            if !is_header_name(name) {
+                return Err(err(
+                    &format!(".{sub}"),
+                    format!("{field}.{sub}: {name:?} is not a valid HTTP header name"),
+                ));
+            }
+            if !is_header_value(value) {
+                // Never echo a header value: it may be a credential.
+                return Err(err(
+                    &format!(".{sub}.{name}"),
+                    format!(
+                        "{field}.{sub}.{name}: value contains a control character (CR, LF or NUL)"
+                    ),
+                ));
+            }
+        }
+    }
+    for (key, secs) in [
+        ("startup_timeout_sec", s.startup_timeout_sec),
+        ("tool_timeout_sec", s.tool_timeout_sec),
+    ] {
+        if let Some(secs) = secs {
+            if !(secs.is_finite() && secs > 0.0 && secs <= 1e9) {
+                return Err(err(
+                    &format!(".{key}"),
+                    format!("{field}.{key}: must be a positive number of seconds, got {secs}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') {
+        return Err(format!("{url:?} has no host"));
+    }
+    if url.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(format!("{url:?} contains whitespace or control characters"));
+    }
+    Ok(())
+}
+
+/// RFC 9110 `token`.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// RFC 9110 field value: visible characters, spaces and tabs, and obs-text;
+/// no CR, LF, NUL or other controls.
+fn is_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || b == b' ' || (b >= 0x21 && b != 0x7f))
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,161 @@
+use super::*;
+use crate::params::{Input, McpServer, RunParams};
+
+fn with_prompt() -> RunParams {
+    RunParams {
+        prompt: Some("hello".into()),
+        ..RunParams::default()
+    }
+}
+
+fn http(url: &str) -> McpServer {
+    McpServer {
+        url: Some(url.into()),
+        ..McpServer::default()
+    }
+}
+
+fn check_servers(servers: Vec<(&str, McpServer)>) -> Result<(), InvalidParams> {
+    let mut p = with_prompt();
+    p.mcp_servers = servers
+        .into_iter()
+        .map(|(n, s)| (n.to_owned(), s))
+        .collect();
+    validate(&p)
+}
+
+#[test]
+fn namespace_mapping_matches_codex() {
+    assert_eq!(tool_namespace("a.b-c@d/e:f"), "mcp__a_b_c_d_e_f");
+    assert_eq!(tool_namespace("plain_Name9"), "mcp__plain_Name9");
+}
+
+#[test]
+fn input_is_required_and_exclusive() {
+    assert!(validate(&RunParams::default())
+        .unwrap_err()
+        .message
+        .contains("required"));
+    let mut p = with_prompt();
+    p.input = Some(Input {
+        content: InputContent::Text("x".into()),
+        name: None,
+    });
+    assert!(validate(&p).unwrap_err().message.contains("not both"));
+    let p = RunParams {
+        prompt: Some("  ".into()),
+        ..RunParams::default()
+    };
+    assert!(validate(&p).unwrap_err().message.contains("no text"));
+    let p = RunParams {
+        input: Some(Input {
+            content: InputContent::Parts(vec![]),
+            name: None,
+        }),
+        ..RunParams::default()
+    };
+    assert_eq!(validate(&p).unwrap_err().field, "params.input.content");
+}
+
+#[test]
+fn server_names_and_collisions() {
+    assert!(check_servers(vec![("ok.name-1@x/y:z", http("http://h/mcp"))]).is_ok());
+    let e = check_servers(vec![("bad name", http("http://h/"))]).unwrap_err();
+    assert!(e.message.contains("must match"), "{}", e.message);
+    let e = check_servers(vec![("bad]name", http("http://h/"))]).unwrap_err();
+    assert!(e.message.contains("must match"));
+    let e =
+        check_servers(vec![("a.b", http("http://h/")), ("a_b", http("http://h/"))]).unwrap_err();
+    assert!(e.message.contains("mcp__a_b"), "{}", e.message);
+}
+
+#[test]
+fn urls_must_be_http() {
+    for bad in [
+        "ftp://h/",
+        "file:///etc/passwd",
+        "http://",
+        "http:///x",
+        "h",
+        "http://a b/",
+    ] {
+        let e = check_servers(vec![("s", http(bad))]).unwrap_err();
+        assert_eq!(e.field, "params.mcp_servers.s.url", "{bad}");
+    }
+    assert!(check_servers(vec![("s", http("https://example.com:8443/mcp?x=1"))]).is_ok());
+}
+
+#[test]
+fn header_injection_is_refused_without_echoing_the_value() {
+    let mut s = http("http://h/");
+    s.http_headers = Some([("X-Ok".to_owned(), "secret\r\nX-Evil: 1".to_owned())].into());
+    let e = check_servers(vec![("s", s)]).unwrap_err();
+    assert_eq!(e.field, "params.mcp_servers.s.http_headers.X-Ok");
+    assert!(!e.message.contains("secret"), "{}", e.message);
+    let mut s = http("http://h/");
+    s.http_headers = Some([("Bad Name".to_owned(), "v".to_owned())].into());
+    assert!(check_servers(vec![("s", s)])
+        .unwrap_err()
+        .message
+        .contains("header name"));
+}
+
+#[test]
+fn transport_fields_must_match() {
+    let both = McpServer {
+        url: Some("http://h/".into()),
+        command: Some("x".into()),
+        ..McpServer::default()
+    };
+    assert!(check_servers(vec![("s", both)])
+        .unwrap_err()
+        .message
+        .contains("not both"));
+    assert!(check_servers(vec![("s", McpServer::default())])
+        .unwrap_err()
+        .message
+        .contains("needs"));
+    let mut s = http("http://h/");
+    s.args = Some(vec![]);
+    assert_eq!(
+        check_servers(vec![("s", s)]).unwrap_err().field,
+        "params.mcp_servers.s.args"
+    );
+    let stdio = McpServer {
+        command: Some("srv".into()),
+        http_headers: Some(Default::default()),
+        ..McpServer::default()
+    };
+    assert_eq!(
+        check_servers(vec![("s", stdio)]).unwrap_err().field,
+        "params.mcp_servers.s.http_headers"
+    );
+}
+
+#[test]
+fn argv_values_env_and_config() {
+    let mut p = with_prompt();
+    p.resume = Some("--help".into());
+    assert_eq!(validate(&p).unwrap_err().field, "params.resume");
+    let mut p = with_prompt();
+    p.cwd = Some("a\0b".into());
+    assert_eq!(validate(&p).unwrap_err().field, "params.cwd");
+    let mut p = with_prompt();
+    p.profile = Some("../etc".into());
+    assert_eq!(validate(&p).unwrap_err().field, "params.profile");
+    let mut p = with_prompt();
+    p.env = [("CODEX_HOME".to_owned(), "/x".to_owned())].into();
+    assert!(validate(&p).unwrap_err().message.contains("CODEX_HOME"));
+    let mut p = with_prompt();
+    p.env = [("A=B".to_owned(), "v".to_owned())].into();
+    assert_eq!(validate(&p).unwrap_err().field, "params.env");
+    let mut p = with_prompt();
+    p.config = [("a..b".to_owned(), serde_json::json!(1))].into();
+    assert_eq!(validate(&p).unwrap_err().field, "params.config");
+    let mut p = with_prompt();
+    p.config = [("a.b".to_owned(), serde_json::json!([1, null]))].into();
+    assert!(validate(&p).unwrap_err().message.contains("null"));
+    let mut p = with_prompt();
+    p.timeout_secs = Some(0.0);
+    assert_eq!(validate(&p).unwrap_err().field, "params.timeout_secs");
+}
