@@ -1,1 +1,189 @@
-fn main() {}
+//! `codex-runner`: flags, logging and wiring; the daemon lives in the library.
+#![deny(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use codex_runner::codex_bin::CodexBin;
+use codex_runner::codex_home::{ensure_turn_root, HomeSettings};
+use codex_runner::settings::Settings;
+use codex_runner::{daemon, diag};
+
+/// Runs many `codex exec --json` turns at once, each with its own scoped
+/// config.toml, over one JSONL pipe.
+///
+/// Reads one JSON request per line on stdin, e.g.
+///   {"type":"run","id":"r1","params":{"prompt":"hello"}}
+///   {"type":"cancel","id":"r1"}
+/// and writes one JSON line per codex event and one `end` per run on stdout:
+///   {"type":"event","id":"r1","event":{"type":"thread.started",...}}
+///   {"type":"end","id":"r1","status":"ok",...}
+/// Logs and `diag` lines go to stderr. At end of input it finishes the runs
+/// in flight and exits 0. See docs/protocol.md for every field.
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    /// The codex executable. The npm launcher (node_modules/.bin/codex) is
+    /// resolved to the native binary it wraps.
+    #[arg(long, env = "CODEX_BIN", default_value = "codex")]
+    codex_bin: PathBuf,
+
+    /// The user's base CODEX_HOME: its config.toml is the base of every
+    /// turn's config, and login and sessions are shared from it [default: ~/.codex]
+    #[arg(long, env = "CODEX_HOME")]
+    codex_home: Option<PathBuf>,
+
+    /// Turns running at once; more are queued in arrival order. Codex turns
+    /// mostly wait on the model, so the limit is memory (~40 MB per codex)
+    /// and the model's rate limits, not cores.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_concurrent: u32,
+
+    /// Default time limit of one turn, in seconds (0: none). A request's
+    /// `timeout_secs` overrides it. Codex retries an unreachable model
+    /// forever, so only a limit frees a stuck turn's slot.
+    #[arg(long, default_value_t = 3600.0)]
+    turn_timeout: f64,
+
+    /// Seconds between SIGINT to codex (its graceful stop) and SIGKILL to
+    /// its process group, when a turn is cancelled, times out or the daemon
+    /// stops.
+    #[arg(long, default_value_t = 3.0)]
+    kill_grace: f64,
+
+    /// Where per-turn CODEX_HOME dirs are created [default:
+    /// /dev/shm/codex-runner-UID if /dev/shm exists, else $TMPDIR/codex-runner-UID].
+    /// A tmpfs makes the per-turn files nearly free.
+    #[arg(long, env = "CODEX_RUNNER_TURN_DIR")]
+    turn_dir: Option<PathBuf>,
+
+    /// Longest codex stdout line forwarded, in bytes; a longer one fails its run.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    max_event_bytes: usize,
+
+    /// Longest request line accepted, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_request_bytes: usize,
+
+    /// Log format on stderr (filter with RUST_LOG, default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let settings = match settings(&cli) {
+        Ok(settings) => settings,
+        Err(message) => {
+            diag::fatal(&message);
+            tracing::error!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let summary = runtime.block_on(async {
+        let input = tokio::io::stdin();
+        let output = tokio::io::stdout();
+        daemon::run(settings, input, output, shutdown_signal()).await
+    });
+    tracing::info!(
+        accepted = summary.totals.accepted,
+        refused = summary.totals.refused,
+        "codex-runner exiting"
+    );
+    // Children are gone; blocking stdin reads must not keep us alive.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match summary.stdout_error {
+        None => ExitCode::SUCCESS,
+        Some(e) => {
+            diag::fatal(&format!("writing stdout failed: {e}"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn settings(cli: &Cli) -> Result<Settings, String> {
+    let codex = CodexBin::resolve(&cli.codex_bin).map_err(|e| e.to_string());
+    match &codex {
+        Ok(bin) => {
+            tracing::info!(program = %bin.program.display(), launcher = ?bin.launcher, "codex executable")
+        }
+        Err(e) => tracing::warn!("{e}; every run will fail until it is installed"),
+    }
+    let base_home = match &cli.codex_home {
+        Some(home) => home.clone(),
+        None => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".codex"))
+            .ok_or("neither --codex-home, CODEX_HOME nor HOME is set")?,
+    };
+    let turn_root = cli.turn_dir.clone().unwrap_or_else(default_turn_root);
+    ensure_turn_root(&turn_root).map_err(|e| diag::chain(&e))?;
+    let seconds = |name: &str, value: f64| {
+        if value.is_finite() && value >= 0.0 {
+            Ok(Duration::from_secs_f64(value))
+        } else {
+            Err(format!("--{name} must be a non-negative number of seconds"))
+        }
+    };
+    let turn_timeout = seconds("turn-timeout", cli.turn_timeout)?;
+    Ok(Settings {
+        codex,
+        home: HomeSettings {
+            base_home,
+            turn_root,
+        },
+        max_concurrent: cli.max_concurrent as usize,
+        turn_timeout: (!turn_timeout.is_zero()).then_some(turn_timeout),
+        kill_grace: seconds("kill-grace", cli.kill_grace)?,
+        max_event_bytes: cli.max_event_bytes,
+        max_request_bytes: cli.max_request_bytes,
+    })
+}
+
+fn default_turn_root() -> PathBuf {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let shm = PathBuf::from("/dev/shm");
+    let base = if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("codex-runner-{uid}"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -47,3 +47,6 @@ pub const REJECT_INVALID_UTF8: &str = "invalid_utf8";
 pub const REJECT_SHUTTING_DOWN: &str = "shutting_down";
 /// The line is a `cancel` with fields other than `type` and `id`.
 pub const REJECT_INVALID_REQUEST: &str = "invalid_request";
+/// A bug in the runner ended the run (its task panicked). Reported, never
+/// silent: the run still gets its `end`.
+pub const END_INTERNAL: &str = "internal_error";

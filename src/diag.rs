@@ -1,0 +1,161 @@
+//! Run-scoped diagnostics on stderr, and keeping secrets out of them.
+//!
+//! `{"type":"diag","id",...}` lines are part of the existing protocol:
+//! clients route them to the run's stream. Every message that can contain
+//! text from codex passes through the run's [`Redactor`] first.
+
+use std::collections::VecDeque;
+use std::io::Write;
+
+use runner_protocol::output::StderrLine;
+use runner_protocol::{DiagLevel, RunParams};
+use tokio::io::BufReader;
+use tokio::process::ChildStderr;
+
+use crate::lines::{Frame, LineFramer};
+
+/// Stderr lines kept per turn for its error message.
+const STDERR_TAIL_LINES: usize = 20;
+/// Longest stderr line kept or forwarded, in bytes.
+const STDERR_LINE_LIMIT: usize = 4096;
+/// Longest sample of a dropped stdout line in a diag.
+const SAMPLE_CHARS: usize = 200;
+
+/// Writes one diag line to stderr (one write call, so it never interleaves
+/// with log lines).
+pub fn emit(id: &str, level: DiagLevel, message: &str) {
+    let line = StderrLine::Diag {
+        id: id.to_owned(),
+        level,
+        message: message.to_owned(),
+    };
+    write_stderr_line(&line);
+}
+
+/// Writes a `fatal` line: the daemon cannot go on.
+pub fn fatal(message: &str) {
+    write_stderr_line(&StderrLine::Fatal {
+        message: message.to_owned(),
+    });
+}
+
+fn write_stderr_line(line: &StderrLine) {
+    let mut bytes = serde_json::to_vec(line).expect("stderr lines serialise");
+    bytes.push(b'\n');
+    let _ = std::io::stderr().lock().write_all(&bytes);
+}
+
+/// Replaces the run's secret values (HTTP header values, env values) with
+/// `[redacted]` in text that may echo them.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// Collects the secrets of a request.
+    pub fn for_params(p: &RunParams) -> Redactor {
+        let mut secrets: Vec<String> = p.env.values().cloned().collect();
+        for server in p.mcp_servers.values() {
+            secrets.extend(server.http_headers.iter().flatten().map(|(_, v)| v.clone()));
+            secrets.extend(server.env.iter().flatten().map(|(_, v)| v.clone()));
+        }
+        // Short values ("1", "true") would redact ordinary words.
+        secrets.retain(|s| s.len() >= 4);
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    /// `text` with every secret replaced.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        out
+    }
+}
+
+/// A message on one line.
+pub fn one_line(text: &str) -> String {
+    let joined: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    if joined.len() > 2000 {
+        let mut cut = 2000;
+        while !joined.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}…", &joined[..cut])
+    } else {
+        joined
+    }
+}
+
+/// A short printable sample of a raw line.
+pub fn sample(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut sample: String = text.chars().take(SAMPLE_CHARS).collect();
+    if text.chars().count() > SAMPLE_CHARS {
+        sample.push('…');
+    }
+    format!("{sample:?}")
+}
+
+/// An error and its causes, `: `-separated.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Forwards codex's stderr as diag lines and returns its last lines.
+///
+/// Bounded in memory whatever codex prints: long lines are cut, and only
+/// the last [`STDERR_TAIL_LINES`] are kept.
+pub async fn forward_stderr(stderr: ChildStderr, id: String, redactor: Redactor) -> Vec<String> {
+    let mut framer = LineFramer::new(BufReader::new(stderr), STDERR_LINE_LIMIT);
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL_LINES);
+    while let Ok(Some(frame)) = framer.next_frame().await {
+        let text = match frame {
+            Frame::Line(line) => redactor.redact(String::from_utf8_lossy(&line).trim_end()),
+            Frame::TooLong { len } => format!("[a {len}-byte stderr line was cut]"),
+        };
+        if text.is_empty() {
+            continue;
+        }
+        emit(&id, level_of(&text), &format!("codex: {text}"));
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(text);
+    }
+    tail.into()
+}
+
+fn level_of(line: &str) -> DiagLevel {
+    let head: String = line
+        .chars()
+        .take(40)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if head.contains("error") || head.contains("fatal") {
+        DiagLevel::Error
+    } else if head.contains("warn") {
+        DiagLevel::Warn
+    } else {
+        DiagLevel::Info
+    }
+}

@@ -1,0 +1,310 @@
+//! The dispatcher: the one owner of run ids, the queue, per-thread order and
+//! cancellation.
+//!
+//! It reacts to three sources, polled in priority order: shutdown, notices
+//! from turns (a thread became busy, a turn finished), and decoded request
+//! lines. Notices come before requests so that once a client has seen a
+//! run's `end` (sent after its `Finished` notice), a request that reuses the
+//! id or resumes the thread is never judged on stale state.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use runner_protocol::{codes, End, Rejected, Rejection, Request, RunParams};
+use tokio::sync::{mpsc, watch};
+
+use crate::turn::{run_turn, StopReason, TurnContext, TurnNotice};
+
+/// A line from the reader.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A decoded line (1-based line number).
+    Decoded(u64, Result<Request, Rejection>),
+    /// A line over the request size limit.
+    TooLong(u64, usize),
+}
+
+/// A run the daemon has accepted and not yet ended.
+struct Live {
+    state: LiveState,
+    /// The thread the run works on: its `resume` id, or the id codex
+    /// announced in `thread.started`.
+    thread: Option<String>,
+    arrived: Instant,
+}
+
+enum LiveState {
+    Queued(Box<RunParams>),
+    Running(watch::Sender<Option<StopReason>>),
+}
+
+/// Totals for the exit summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Runs accepted (queued).
+    pub accepted: u64,
+    /// Lines answered with `rejected` or refused with an invalid-params `end`.
+    pub refused: u64,
+}
+
+/// Owns the live runs.
+pub struct Dispatcher {
+    ctx: Arc<TurnContext>,
+    max_concurrent: usize,
+    live: HashMap<String, Live>,
+    /// Ids of queued runs, in arrival order.
+    queue: VecDeque<String>,
+    running: usize,
+    /// Threads with a running turn, and that turn's id.
+    busy_threads: HashMap<String, String>,
+    totals: Totals,
+}
+
+impl Dispatcher {
+    /// A dispatcher that starts at most `max_concurrent` turns at once.
+    pub fn new(ctx: Arc<TurnContext>, max_concurrent: usize) -> Self {
+        Dispatcher {
+            ctx,
+            max_concurrent: max_concurrent.max(1),
+            live: HashMap::new(),
+            queue: VecDeque::new(),
+            running: 0,
+            busy_threads: HashMap::new(),
+            totals: Totals::default(),
+        }
+    }
+
+    /// Serves until the input is exhausted (or `shutdown` fires) and every
+    /// accepted run has ended.
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut notices: mpsc::UnboundedReceiver<TurnNotice>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Totals {
+        tokio::pin!(shutdown);
+        let mut reading = true;
+        let mut shutting_down = false;
+        while reading || !self.live.is_empty() {
+            tokio::select! {
+                biased;
+                () = &mut shutdown, if !shutting_down => {
+                    shutting_down = true;
+                    reading = false;
+                    tracing::info!(live = self.live.len(), "shutting down: stopping every run");
+                    self.stop_all().await;
+                }
+                Some(notice) = notices.recv() => self.on_notice(notice),
+                line = inbound.recv(), if reading => match line {
+                    Some(line) => self.on_inbound(line).await,
+                    None => {
+                        reading = false;
+                        tracing::info!(live = self.live.len(), "stdin closed: finishing the runs in flight");
+                    }
+                },
+            }
+            if !shutting_down {
+                self.start_ready();
+            }
+        }
+        self.totals
+    }
+
+    fn on_notice(&mut self, notice: TurnNotice) {
+        match notice {
+            TurnNotice::ThreadStarted { id, thread_id } => {
+                if let Some(live) = self.live.get_mut(&id) {
+                    if live.thread.is_none() {
+                        live.thread = Some(thread_id.clone());
+                        self.busy_threads.insert(thread_id, id);
+                    }
+                }
+            }
+            TurnNotice::Finished { id } => {
+                if let Some(live) = self.live.remove(&id) {
+                    self.running -= 1;
+                    if let Some(thread) = live.thread {
+                        if self.busy_threads.get(&thread) == Some(&id) {
+                            self.busy_threads.remove(&thread);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_inbound(&mut self, line: Inbound) {
+        let (line_no, decoded) = match line {
+            Inbound::TooLong(line_no, len) => {
+                let error = format!(
+                    "request line of {len} bytes is over the limit of {} bytes",
+                    self.ctx.settings.max_request_bytes
+                );
+                self.reject(line_no, codes::REJECT_LINE_TOO_LONG, error, None)
+                    .await;
+                return;
+            }
+            Inbound::Decoded(line_no, decoded) => (line_no, decoded),
+        };
+        match decoded {
+            Err(r) => self.reject(line_no, r.code, r.message, r.request_id).await,
+            Ok(Request::Cancel { id }) => self.cancel(line_no, id).await,
+            Ok(Request::Run { id, params }) => {
+                if self.live.contains_key(&id) {
+                    let error = format!("run id {id:?} is already queued or running");
+                    self.reject(line_no, codes::REJECT_DUPLICATE_ID, error, Some(id))
+                        .await;
+                    return;
+                }
+                match params {
+                    Err(invalid) => {
+                        self.totals.refused += 1;
+                        tracing::info!(run = %id, field = %invalid.field, "refused run: invalid params");
+                        let end = End::error(id, codes::END_INVALID_PARAMS, invalid.message);
+                        let _ = self.ctx.out.send_end(end).await;
+                    }
+                    Ok(params) => {
+                        self.totals.accepted += 1;
+                        tracing::debug!(run = %id, "queued");
+                        let live = Live {
+                            thread: params.resume.clone(),
+                            state: LiveState::Queued(params),
+                            arrived: Instant::now(),
+                        };
+                        self.live.insert(id.clone(), live);
+                        self.queue.push_back(id);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn cancel(&mut self, line_no: u64, id: String) {
+        match self.live.get(&id).map(|live| &live.state) {
+            None => {
+                let error = format!("no queued or running run has id {id:?}");
+                self.reject(line_no, codes::REJECT_UNKNOWN_ID, error, Some(id))
+                    .await;
+            }
+            Some(LiveState::Running(stop)) => {
+                // A second cancel, or one racing the turn's own end, is a no-op.
+                stop.send_if_modified(|reason| {
+                    reason.is_none() && {
+                        *reason = Some(StopReason::Cancelled);
+                        true
+                    }
+                });
+            }
+            Some(LiveState::Queued(_)) => {
+                let live = self.live.remove(&id).expect("just looked up");
+                self.queue.retain(|queued| queued != &id);
+                let mut end = End::error(
+                    &id,
+                    codes::END_CANCELLED,
+                    "cancelled by request (before it started)",
+                );
+                end.queued_ms = Some(live.arrived.elapsed().as_millis() as u64);
+                end.thread_id = live.thread;
+                let _ = self.ctx.out.send_end(end).await;
+            }
+        }
+    }
+
+    async fn reject(&mut self, line: u64, code: &str, error: String, request_id: Option<String>) {
+        self.totals.refused += 1;
+        tracing::info!(line, code, "rejected request line");
+        let rejected = Rejected {
+            code: code.to_owned(),
+            error,
+            line,
+            request_id,
+        };
+        let _ = self.ctx.out.send_rejected(rejected).await;
+    }
+
+    /// Starts queued runs, in arrival order, while there is room. A run
+    /// whose thread is busy keeps its place; later runs may pass it.
+    fn start_ready(&mut self) {
+        let mut index = 0;
+        while self.running < self.max_concurrent && index < self.queue.len() {
+            let id = &self.queue[index];
+            let live = &self.live[id];
+            if live
+                .thread
+                .as_ref()
+                .is_some_and(|t| self.busy_threads.contains_key(t))
+            {
+                index += 1;
+                continue;
+            }
+            let id = self.queue.remove(index).expect("index is in bounds");
+            self.start(id);
+        }
+    }
+
+    fn start(&mut self, id: String) {
+        let live = self.live.get_mut(&id).expect("queued runs are live");
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let LiveState::Queued(params) =
+            std::mem::replace(&mut live.state, LiveState::Running(stop_tx))
+        else {
+            unreachable!("only queued runs are started");
+        };
+        if let Some(thread) = &live.thread {
+            self.busy_threads.insert(thread.clone(), id.clone());
+        }
+        self.running += 1;
+        let queued_ms = live.arrived.elapsed().as_millis() as u64;
+        tracing::debug!(run = %id, queued_ms, "starting turn");
+        let ctx = self.ctx.clone();
+        // The turn runs in its own task; a watcher turns a panic into the
+        // run's `end` so that no run is ever lost.
+        tokio::spawn(async move {
+            let turn = tokio::spawn(run_turn(
+                ctx.clone(),
+                id.clone(),
+                params,
+                stop_rx,
+                queued_ms,
+            ));
+            if let Err(e) = turn.await {
+                tracing::error!(run = %id, error = %e, "turn task failed");
+                let _ = ctx.notices.send(TurnNotice::Finished { id: id.clone() });
+                let end = End::error(
+                    id,
+                    codes::END_INTERNAL,
+                    format!("internal error: the turn task failed: {e}"),
+                );
+                let _ = ctx.out.send_end(end).await;
+            }
+        });
+    }
+
+    async fn stop_all(&mut self) {
+        let queued: Vec<String> = self.queue.drain(..).collect();
+        for id in queued {
+            if let Some(live) = self.live.remove(&id) {
+                let mut end = End::error(
+                    &id,
+                    codes::END_SHUTDOWN,
+                    "cancelled: the runner is shutting down (before it started)",
+                );
+                end.queued_ms = Some(live.arrived.elapsed().as_millis() as u64);
+                end.thread_id = live.thread;
+                let _ = self.ctx.out.send_end(end).await;
+            }
+        }
+        for live in self.live.values() {
+            if let LiveState::Running(stop) = &live.state {
+                stop.send_if_modified(|reason| {
+                    reason.is_none() && {
+                        *reason = Some(StopReason::Shutdown);
+                        true
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The stdin reader: frames request lines, decodes them, and hands them to
+//! the dispatcher in order.
+
+use runner_protocol::decode_request;
+use tokio::io::{AsyncRead, BufReader};
+use tokio::sync::mpsc;
+
+use crate::dispatcher::Inbound;
+use crate::lines::{Frame, LineFramer};
+
+/// Decoded lines waiting for the dispatcher. Small: requests are cheap to
+/// read, and a full channel simply stops us reading stdin.
+pub const INBOUND_CAPACITY: usize = 64;
+
+/// Reads until EOF (or until the dispatcher is gone). Blank lines are
+/// skipped: they carry no request.
+pub async fn run_reader<R: AsyncRead + Unpin>(input: R, limit: usize, tx: mpsc::Sender<Inbound>) {
+    let mut framer = LineFramer::new(BufReader::with_capacity(64 * 1024, input), limit);
+    let mut line_no: u64 = 0;
+    loop {
+        let frame = match framer.next_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading stdin failed; treating it as closed");
+                break;
+            }
+        };
+        line_no += 1;
+        let inbound = match frame {
+            Frame::TooLong { len } => Inbound::TooLong(line_no, len),
+            Frame::Line(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Frame::Line(line) => Inbound::Decoded(line_no, decode_request(&line)),
+        };
+        if tx.send(inbound).await.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! One turn: prepare its CODEX_HOME, spawn codex, forward its events, stop it
+//! on cancel/timeout/shutdown, and produce exactly one `end`.
+//!
+//! A failure anywhere in here becomes this run's `end` with a precise code;
+//! it never reaches other runs or the daemon.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runner_protocol::{codes, End, EndStatus, RunParams};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, watch};
+use tokio::time::sleep_until;
+
+use crate::child;
+use crate::codex_home::{self, TurnHome};
+use crate::command::{codex_args, codex_env};
+use crate::diag::{self, Redactor};
+use crate::events::{EventPeek, TurnState};
+use crate::lines::{Frame, LineFramer};
+use crate::settings::Settings;
+use crate::writer::Outgoing;
+
+/// Why a turn is being stopped before it finished by itself. The first
+/// reason to arrive wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A `cancel` request.
+    Cancelled,
+    /// The daemon is shutting down.
+    Shutdown,
+}
+
+/// What a turn tells the dispatcher.
+#[derive(Debug)]
+pub enum TurnNotice {
+    /// Codex announced the thread (so later turns on it must wait).
+    ThreadStarted {
+        /// Run id.
+        id: String,
+        /// Codex thread id.
+        thread_id: String,
+    },
+    /// The turn is over and its resources are released; its `end` follows.
+    Finished {
+        /// Run id.
+        id: String,
+    },
+}
+
+/// What every turn shares.
+pub struct TurnContext {
+    /// Daemon settings.
+    pub settings: Arc<Settings>,
+    /// The stdout writer.
+    pub out: Outgoing,
+    /// Notices to the dispatcher. Unbounded: at most two per running turn.
+    pub notices: mpsc::UnboundedSender<TurnNotice>,
+}
+
+/// Runs one turn to its `end`.
+pub async fn run_turn(
+    ctx: Arc<TurnContext>,
+    id: String,
+    params: Box<RunParams>,
+    stop: watch::Receiver<Option<StopReason>>,
+    queued_ms: u64,
+) {
+    let started = Instant::now();
+    let mut end = drive(&ctx, &id, &params, stop).await;
+    end.duration_ms = Some(started.elapsed().as_millis() as u64);
+    end.queued_ms = Some(queued_ms);
+    if end.thread_id.is_none() {
+        end.thread_id.clone_from(&params.resume);
+    }
+    // Finished goes first: once the client sees the `end`, the id must be
+    // free for reuse and the thread free for its next turn.
+    let _ = ctx.notices.send(TurnNotice::Finished { id });
+    let _ = ctx.out.send_end(end).await;
+}
+
+async fn drive(
+    ctx: &TurnContext,
+    id: &str,
+    params: &RunParams,
+    mut stop: watch::Receiver<Option<StopReason>>,
+) -> End {
+    let settings = &ctx.settings;
+    let redactor = Redactor::for_params(params);
+    let bin = match &settings.codex {
+        Ok(bin) => bin,
+        Err(why) => return End::error(id, codes::END_SPAWN_FAILED, why.clone()),
+    };
+    let home = match codex_home::prepare(&settings.home, id, params) {
+        Ok(home) => home,
+        Err(e) => {
+            return End::error(
+                id,
+                codes::END_CONFIG_ERROR,
+                redactor.redact(&diag::chain(&e)),
+            )
+        }
+    };
+    let args = codex_args(params, home.output_schema.as_deref());
+    let env = codex_env(params, id, home.path(), bin);
+    let mut proc = match child::spawn(bin, args, env) {
+        Ok(proc) => proc,
+        Err(e) => return End::error(id, codes::END_SPAWN_FAILED, diag::chain(&e)),
+    };
+    let pid = proc.id().expect("a just-spawned child has a pid");
+    tracing::debug!(run = id, pid, "spawned codex");
+
+    // The prompt is written by its own task: a child that never reads stdin
+    // must not stall this loop. Dropping stdin closes it (codex waits for EOF).
+    let mut stdin = proc.stdin.take().expect("stdin is piped");
+    let prompt = params.prompt_text();
+    tokio::spawn(async move {
+        let _ = stdin.write_all(prompt.as_bytes()).await;
+    });
+    let stderr = proc.stderr.take().expect("stderr is piped");
+    let stderr_task = tokio::spawn(diag::forward_stderr(
+        stderr,
+        id.to_owned(),
+        redactor.clone(),
+    ));
+    let stdout = proc.stdout.take().expect("stdout is piped");
+    let mut framer = LineFramer::new(
+        BufReader::with_capacity(64 * 1024, stdout),
+        settings.max_event_bytes,
+    );
+
+    let event_prefix = event_prefix(id);
+    let mut state = TurnState::default();
+    let mut stop_reason: Option<StopReason> = None;
+    let mut timed_out = false;
+    let timeout = params
+        .timeout_secs
+        .map(Duration::from_secs_f64)
+        .or(settings.turn_timeout);
+    let timeout_at = timeout.map(|t| tokio::time::Instant::now() + t);
+    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut stdout_done = false;
+    let mut exit: Option<std::process::ExitStatus> = None;
+    let mut stdout_closed_stop = false;
+
+    while !(stdout_done && exit.is_some()) {
+        tokio::select! {
+            biased;
+            changed = stop.changed(), if stop_reason.is_none() && !timed_out && exit.is_none() => {
+                let reason = match changed {
+                    Ok(()) => *stop.borrow_and_update(),
+                    // The dispatcher is gone: treat as shutdown.
+                    Err(_) => Some(StopReason::Shutdown),
+                };
+                if let Some(reason) = reason {
+                    stop_reason = Some(reason);
+                    child::interrupt(pid);
+                    kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
+                }
+            }
+            _ = sleep_until(timeout_at.unwrap_or(far)), if timeout_at.is_some() && stop_reason.is_none() && !timed_out && exit.is_none() => {
+                timed_out = true;
+                child::interrupt(pid);
+                kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
+            }
+            _ = sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
+                tracing::debug!(run = id, pid, "grace period over: killing the process group");
+                child::kill_group(pid);
+                kill_at = None;
+            }
+            frame = framer.next_frame(), if !stdout_done => match frame {
+                Ok(Some(Frame::Line(line))) => {
+                    let line = strip_cr(line);
+                    match state.observe(&line) {
+                        EventPeek::Event { thread_started } => {
+                            if let Some(thread_id) = thread_started {
+                                let _ = ctx.notices.send(TurnNotice::ThreadStarted { id: id.to_owned(), thread_id });
+                            }
+                            let mut out = Vec::with_capacity(event_prefix.len() + line.len() + 2);
+                            out.extend_from_slice(event_prefix.as_bytes());
+                            out.extend_from_slice(&line);
+                            out.extend_from_slice(b"}\n");
+                            if ctx.out.send_raw(out).await.is_err() {
+                                // stdout is gone: nobody can see this turn; stop it.
+                                if !stdout_closed_stop && stop_reason.is_none() {
+                                    stdout_closed_stop = true;
+                                    stop_reason = Some(StopReason::Shutdown);
+                                    child::interrupt(pid);
+                                    kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
+                                }
+                            }
+                        }
+                        EventPeek::NotJson => {
+                            let sample = diag::sample(&line);
+                            diag::emit(id, runner_protocol::DiagLevel::Warn,
+                                &redactor.redact(&format!("codex printed a non-JSON stdout line (not forwarded): {sample}")));
+                        }
+                    }
+                }
+                Ok(Some(Frame::TooLong { len })) => {
+                    state.too_long(len);
+                    diag::emit(id, runner_protocol::DiagLevel::Error,
+                        &format!("codex printed a {len}-byte line, over the {}-byte limit (not forwarded)", settings.max_event_bytes));
+                }
+                Ok(None) => stdout_done = true,
+                Err(e) => {
+                    state.io_error(e.to_string());
+                    stdout_done = true;
+                }
+            },
+            status = proc.wait(), if exit.is_none() => {
+                match status {
+                    Ok(status) => exit = Some(status),
+                    Err(e) => {
+                        state.io_error(e.to_string());
+                        exit = Some(std::os::unix::process::ExitStatusExt::from_raw(0));
+                    }
+                }
+                kill_at = None;
+                if !stdout_done {
+                    // Descendants may hold stdout open: drain what they
+                    // already wrote, but not forever.
+                    drain_until = Some(tokio::time::Instant::now() + settings.kill_grace);
+                }
+            }
+            _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() && !stdout_done => {
+                tracing::debug!(run = id, "codex exited but its stdout stays open; closing it");
+                stdout_done = true;
+            }
+        }
+    }
+    // Whatever codex left in its group goes with it.
+    child::kill_group(pid);
+    let stderr_tail = stderr_task.await.unwrap_or_default();
+    let end = state.into_end(
+        id,
+        exit.expect("loop ends with an exit status"),
+        stop_reason,
+        timed_out.then_some(timeout.unwrap_or_default()),
+        &stderr_tail,
+        &redactor,
+    );
+    remove_home(home, id);
+    end
+}
+
+fn remove_home(home: TurnHome, id: &str) {
+    let path = home.path().to_path_buf();
+    if let Err(e) = home.remove() {
+        tracing::warn!(run = id, path = %path.display(), error = %e, "could not remove the turn's CODEX_HOME");
+    }
+}
+
+/// `{"type":"event","id":<id>,"event":` — the constant head of every event
+/// line of a run; codex's bytes and `}` follow.
+fn event_prefix(id: &str) -> String {
+    format!(
+        r#"{{"type":"event","id":{},"event":"#,
+        serde_json::to_string(id).expect("strings serialise")
+    )
+}
+
+fn strip_cr(mut line: Vec<u8>) -> Vec<u8> {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    line
+}
+
+/// A run that ended before anything was spawned.
+pub fn refused(id: &str, code: &str, error: String) -> End {
+    End {
+        status: EndStatus::Error,
+        ..End::error(id, code, error)
+    }
+}
