@@ -1,0 +1,160 @@
+//! Many turns at once over one pipe: complete, ordered streams; the queue;
+//! one live turn per thread; the drain at end of input.
+
+use serde_json::json;
+
+use super::harness::{Daemon, Gate};
+
+#[tokio::test]
+async fn many_interleaved_runs_each_complete_and_in_order() {
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("8")
+        .start()
+        .await;
+    let ids: Vec<String> = (0..40).map(|i| format!("run-{i}")).collect();
+    for id in &ids {
+        d.run(
+            id,
+            json!({"prompt": id, "env": {"FAKE_CODEX_SCENARIO": "many", "FAKE_CODEX_EVENTS": "60", "FAKE_CODEX_PAYLOAD": "300"}}),
+        )
+        .await;
+    }
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let (runs, others) = d.collect(&id_refs).await;
+    assert!(others.is_empty());
+    for id in &ids {
+        let run = &runs[id];
+        run.assert_ok();
+        let texts = run.agent_texts();
+        assert_eq!(texts.len(), 60, "{id}");
+        for (k, text) in texts.iter().enumerate() {
+            assert!(
+                text.starts_with(&format!("{k}:")),
+                "{id} item {k} out of order: {text}"
+            );
+        }
+        assert_eq!(run.events.first().unwrap()["type"], "thread.started");
+        assert_eq!(run.events.last().unwrap()["type"], "turn.completed");
+    }
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn the_queue_keeps_arrival_order() {
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("1")
+        .start()
+        .await;
+    for i in 0..6 {
+        d.run(&format!("q{i}"), json!({"prompt": format!("n{i}")}))
+            .await;
+    }
+    let mut ends = Vec::new();
+    while ends.len() < 6 {
+        let line = d.next_line().await;
+        if line["type"] == "end" {
+            assert_eq!(line["status"], "ok");
+            ends.push(line["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(ends, ["q0", "q1", "q2", "q3", "q4", "q5"]);
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn a_second_turn_on_a_running_thread_waits_for_it() {
+    let mut d = Daemon::start().await;
+    let gate = Gate::new();
+    d.run("first", json!({"prompt": "one", "env": gate.env()}))
+        .await;
+    let started = d
+        .wait_for(|l| l["id"] == "first" && l["event"]["type"] == "thread.started")
+        .await;
+    let thread = started["event"]["thread_id"].as_str().unwrap().to_owned();
+
+    d.run("second", json!({"prompt": "two", "resume": thread}))
+        .await;
+    d.run("other", json!({"prompt": "three"})).await;
+    // `other` runs to completion while `first` holds the thread; `second`
+    // must not have produced anything yet.
+    let mut seen = Vec::new();
+    loop {
+        let line = d.next_line().await;
+        assert_ne!(
+            line["id"], "second",
+            "second ran while first held the thread: {line}"
+        );
+        let done = line["id"] == "other" && line["type"] == "end";
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    gate.open().await;
+    let (runs, _) = d.collect(&["first", "second"]).await;
+    runs["first"].assert_ok();
+    let second = &runs["second"];
+    second.assert_ok();
+    assert_eq!(second.end["thread_id"], thread.as_str());
+    assert_eq!(
+        second.agent_texts(),
+        ["echo: two (turn 2)"],
+        "resumed the same rollout"
+    );
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn end_of_input_drains_queued_and_running_turns() {
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("2")
+        .start()
+        .await;
+    for i in 0..5 {
+        d.run(
+            &format!("d{i}"),
+            json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "slow", "FAKE_CODEX_EVENTS": "3", "FAKE_CODEX_DELAY_MS": "20"}}),
+        )
+        .await;
+    }
+    d.close_stdin().await;
+    let (runs, _) = d.collect(&["d0", "d1", "d2", "d3", "d4"]).await;
+    for run in runs.values() {
+        run.assert_ok();
+        assert_eq!(run.agent_texts().len(), 3);
+    }
+    let status = d.wait_exit().await;
+    assert!(status.success());
+    assert!(
+        d.leftover_turn_dirs().is_empty(),
+        "{:?}",
+        d.leftover_turn_dirs()
+    );
+}
+
+#[tokio::test]
+async fn a_slow_stdout_reader_does_not_lose_lines() {
+    // The harness reads only after every request is written and the runs
+    // have produced far more than the pipe holds: backpressure, not loss.
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("4")
+        .start()
+        .await;
+    for i in 0..4 {
+        d.run(
+            &format!("b{i}"),
+            json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "many", "FAKE_CODEX_EVENTS": "2000", "FAKE_CODEX_PAYLOAD": "1000"}}),
+        )
+        .await;
+    }
+    let (runs, _) = d.collect(&["b0", "b1", "b2", "b3"]).await;
+    for run in runs.values() {
+        run.assert_ok();
+        assert_eq!(run.agent_texts().len(), 2000);
+    }
+    d.assert_clean_exit().await;
+}

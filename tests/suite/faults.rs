@@ -1,0 +1,180 @@
+//! A faulty codex ends its own run with a precise code and message; other
+//! runs go on.
+
+use serde_json::json;
+
+use super::harness::Daemon;
+
+fn scenario(name: &str) -> serde_json::Value {
+    json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": name}})
+}
+
+#[tokio::test]
+async fn child_faults_end_their_run_with_precise_codes() {
+    let mut d = Daemon::builder()
+        .arg("--max-event-bytes")
+        .arg("1048576")
+        .start()
+        .await;
+    d.run("failed", scenario("turn_failed")).await;
+    d.run("exit3", scenario("exit_nonzero")).await;
+    d.run("crash", scenario("crash")).await;
+    d.run("garbage", scenario("garbage")).await;
+    d.run(
+        "long",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "long_line", "FAKE_CODEX_LONG_BYTES": "2000000"}}),
+    )
+    .await;
+    d.run("recover", scenario("error_then_ok")).await;
+    d.run("fine", json!({"prompt": "bystander"})).await;
+    let ids = [
+        "failed", "exit3", "crash", "garbage", "long", "recover", "fine",
+    ];
+    let (runs, others) = d.collect(&ids).await;
+    assert!(others.is_empty(), "{others:?}");
+
+    let failed = &runs["failed"];
+    assert_eq!(
+        (failed.code(), failed.error()),
+        (Some("turn_failed"), "fake model failure")
+    );
+    assert_eq!(failed.end["exit_code"], 1);
+
+    let exit3 = &runs["exit3"];
+    assert_eq!(exit3.code(), Some("codex_exited"));
+    assert_eq!(exit3.end["exit_code"], 3);
+    assert!(
+        exit3
+            .error()
+            .starts_with("codex exited with status 3: fatal: fake codex crashed the turn"),
+        "{}",
+        exit3.end
+    );
+
+    let crash = &runs["crash"];
+    assert_eq!(crash.code(), Some("codex_exited"));
+    assert_eq!(crash.end["signal"], libc::SIGABRT);
+    assert_eq!(
+        crash.event_types(),
+        ["thread.started", "turn.started"],
+        "the partial line is dropped"
+    );
+
+    let garbage = &runs["garbage"];
+    garbage.assert_ok();
+    assert!(garbage
+        .events
+        .iter()
+        .all(|e| e.is_object() && e["type"] != "broken"));
+    let warnings = d.diags("garbage");
+    assert!(
+        warnings.iter().filter(|w| w["level"] == "warn").count() >= 4,
+        "each dropped line is reported: {warnings:?}"
+    );
+    assert!(warnings
+        .iter()
+        .any(|w| w["message"].as_str().unwrap().contains("this is not json")));
+
+    let long = &runs["long"];
+    assert_eq!(long.code(), Some("protocol_error"));
+    assert!(long.error().contains("2000"), "{}", long.end);
+    assert!(
+        long.event_types().contains(&"turn.completed".to_owned()),
+        "the stream goes on after the long line"
+    );
+
+    let recover = &runs["recover"];
+    recover.assert_ok();
+    assert_eq!(
+        recover
+            .events
+            .iter()
+            .filter(|e| e["type"] == "error")
+            .count(),
+        1
+    );
+
+    runs["fine"].assert_ok();
+    assert_eq!(runs["fine"].agent_texts(), ["echo: bystander (turn 1)"]);
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn stderr_floods_are_bounded_and_their_tail_explains_a_failure() {
+    let mut d = Daemon::start().await;
+    d.run(
+        "noisy",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "stderr_noise", "FAKE_CODEX_STDERR_LINES": "3000", "FAKE_CODEX_EXIT_CODE": "4"}}),
+    )
+    .await;
+    let run = d.collect_one("noisy").await;
+    assert_eq!(run.code(), Some("codex_exited"));
+    assert!(run.error().contains("noise line 2999"), "{}", run.end);
+    assert!(run.error().len() < 2100, "the error is one bounded line");
+    assert!(!run.error().contains('\n'));
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn spawn_failure_and_config_errors() {
+    let mut d = Daemon::builder()
+        .codex_bin("/nonexistent/codex")
+        .start()
+        .await;
+    d.run("nobin", json!({"prompt": "x"})).await;
+    let run = d.collect_one("nobin").await;
+    assert_eq!(run.code(), Some("spawn_failed"));
+    assert!(run.error().contains("/nonexistent/codex"), "{}", run.end);
+    d.assert_clean_exit().await;
+
+    let mut d = Daemon::builder()
+        .base_config("model = = broken")
+        .start()
+        .await;
+    d.run("badbase", json!({"prompt": "x"})).await;
+    let run = d.collect_one("badbase").await;
+    assert_eq!(run.code(), Some("config_error"));
+    assert!(
+        run.error().contains("base config.toml is not valid TOML"),
+        "{}",
+        run.end
+    );
+    d.assert_clean_exit().await;
+
+    let mut d = Daemon::start().await;
+    d.run(
+        "cfg",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "config_error"}}),
+    )
+    .await;
+    let run = d.collect_one("cfg").await;
+    assert!(run.events.is_empty());
+    assert_eq!(run.code(), Some("codex_exited"));
+    assert!(
+        run.error()
+            .contains("Error loading config.toml: fake config error"),
+        "{}",
+        run.end
+    );
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn a_child_that_closes_stdout_or_never_reads_stdin_still_ends() {
+    let mut d = Daemon::start().await;
+    d.run(
+        "closed",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "close_stdout", "FAKE_CODEX_DELAY_MS": "100"}}),
+    )
+    .await;
+    d.run(
+        "deaf",
+        json!({"prompt": "y".repeat(1 << 20), "env": {"FAKE_CODEX_SCENARIO": "no_stdin_read"}}),
+    )
+    .await;
+    let (runs, _) = d.collect(&["closed", "deaf"]).await;
+    runs["closed"].assert_ok();
+    assert_eq!(runs["closed"].event_types(), ["thread.started"]);
+    runs["deaf"].assert_ok();
+    d.assert_clean_exit().await;
+}

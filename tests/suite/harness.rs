@@ -1,0 +1,405 @@
+//! A typed harness around the real `codex-runner` binary: spawns it with the
+//! fake codex, writes request lines, reads output lines with every await
+//! under a timeout, and reads what the fake codex recorded.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// Longest any single await may take before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn runner_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_codex-runner"))
+}
+
+/// The fake codex, built by `cargo test` as a workspace member next to us.
+pub fn fake_codex_bin() -> PathBuf {
+    let path = runner_bin().with_file_name("fake-codex");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (scripts/test)",
+        path.display()
+    );
+    path
+}
+
+/// Output of one run: its events and its end.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub events: Vec<Value>,
+    /// The raw stdout lines of its events, as the daemon wrote them.
+    pub raw_events: Vec<String>,
+    pub end: Value,
+}
+
+impl RunOutput {
+    pub fn event_types(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    pub fn status(&self) -> &str {
+        self.end["status"].as_str().unwrap()
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        self.end["code"].as_str()
+    }
+
+    pub fn error(&self) -> &str {
+        self.end["error"].as_str().unwrap_or("")
+    }
+
+    pub fn agent_texts(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "item.completed" && e["item"]["type"] == "agent_message")
+            .map(|e| e["item"]["text"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) {
+        assert_eq!(self.status(), "ok", "run failed: {}", self.end);
+    }
+}
+
+pub struct DaemonBuilder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    base_config: Option<String>,
+    codex_bin: Option<PathBuf>,
+}
+
+impl DaemonBuilder {
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The base home's config.toml.
+    pub fn base_config(mut self, text: &str) -> Self {
+        self.base_config = Some(text.into());
+        self
+    }
+
+    pub fn codex_bin(mut self, path: impl Into<PathBuf>) -> Self {
+        self.codex_bin = Some(path.into());
+        self
+    }
+
+    pub async fn start(self) -> Daemon {
+        let base_home = tempfile::tempdir().unwrap();
+        let turn_root = tempfile::tempdir().unwrap();
+        let records = tempfile::tempdir().unwrap();
+        if let Some(config) = &self.base_config {
+            std::fs::write(base_home.path().join("config.toml"), config).unwrap();
+        }
+        let mut command = Command::new(runner_bin());
+        command
+            .arg("--codex-bin")
+            .arg(self.codex_bin.unwrap_or_else(fake_codex_bin))
+            .arg("--codex-home")
+            .arg(base_home.path())
+            .arg("--turn-dir")
+            .arg(turn_root.path().join("turns"))
+            .args(&self.args)
+            .env("FAKE_CODEX_RECORD_DIR", records.path())
+            .env_remove("FAKE_CODEX_SCENARIO")
+            .env("RUST_LOG", "debug")
+            .envs(self.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("spawning codex-runner");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = stderr_lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon {
+            child,
+            stdin,
+            stdout,
+            stderr_lines,
+            pending: Vec::new(),
+            base_home,
+            turn_root,
+            records,
+        }
+    }
+}
+
+pub struct Daemon {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stderr_lines: Arc<Mutex<Vec<String>>>,
+    /// Lines read but not yet consumed by a collect call.
+    pending: Vec<String>,
+    pub base_home: tempfile::TempDir,
+    pub turn_root: tempfile::TempDir,
+    pub records: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub fn builder() -> DaemonBuilder {
+        DaemonBuilder {
+            args: Vec::new(),
+            env: Vec::new(),
+            base_config: None,
+            codex_bin: None,
+        }
+    }
+
+    pub async fn start() -> Daemon {
+        Self::builder().start().await
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        tokio::time::timeout(READ_TIMEOUT, async {
+            stdin.write_all(bytes).await.unwrap();
+            stdin.flush().await.unwrap();
+        })
+        .await
+        .expect("writing to the daemon timed out");
+    }
+
+    pub async fn send(&mut self, request: Value) {
+        let mut line = serde_json::to_vec(&request).unwrap();
+        line.push(b'\n');
+        self.send_raw(&line).await;
+    }
+
+    /// Sends a run with `params`.
+    pub async fn run(&mut self, id: &str, params: Value) {
+        self.send(json!({"type": "run", "id": id, "params": params}))
+            .await;
+    }
+
+    pub async fn cancel(&mut self, id: &str) {
+        self.send(json!({"type": "cancel", "id": id})).await;
+    }
+
+    pub async fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// The next stdout line, raw. Panics on timeout or EOF.
+    pub async fn next_raw(&mut self) -> String {
+        if !self.pending.is_empty() {
+            return self.pending.remove(0);
+        }
+        match tokio::time::timeout(READ_TIMEOUT, self.stdout.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => panic!("daemon stdout closed; stderr:\n{}", self.stderr()),
+            Ok(Err(e)) => panic!("reading stdout: {e}"),
+            Err(_) => panic!(
+                "no stdout line within {READ_TIMEOUT:?}; stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    /// The next stdout line, parsed; every line must be one JSON object
+    /// with `type` first.
+    pub async fn next_line(&mut self) -> Value {
+        let raw = self.next_raw().await;
+        parse_output_line(&raw)
+    }
+
+    /// Reads until a line matches `pred`, keeping the others for later.
+    pub async fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut skipped = Vec::new();
+        loop {
+            let raw = self.next_raw().await;
+            let value = parse_output_line(&raw);
+            if pred(&value) {
+                skipped.append(&mut self.pending);
+                self.pending = skipped;
+                return value;
+            }
+            skipped.push(raw);
+        }
+    }
+
+    /// Reads until every id in `ids` has its `end`; returns each run's output
+    /// and the lines that belong to no run (rejections), in order. Lines of
+    /// other runs are kept for later reads.
+    pub async fn collect(&mut self, ids: &[&str]) -> (HashMap<String, RunOutput>, Vec<Value>) {
+        let mut runs: HashMap<String, RunOutput> = HashMap::new();
+        let mut others = Vec::new();
+        let mut deferred = Vec::new();
+        let mut open: Vec<&str> = ids.to_vec();
+        while !open.is_empty() {
+            let raw = self.next_raw().await;
+            let line = parse_output_line(&raw);
+            let Some(id) = line["id"].as_str().map(str::to_owned) else {
+                others.push(line);
+                continue;
+            };
+            if !open.contains(&id.as_str()) {
+                deferred.push(raw);
+                continue;
+            }
+            let entry = runs.entry(id.clone()).or_insert_with(|| RunOutput {
+                events: Vec::new(),
+                raw_events: Vec::new(),
+                end: Value::Null,
+            });
+            match line["type"].as_str() {
+                Some("event") => {
+                    entry.events.push(line["event"].clone());
+                    entry.raw_events.push(raw);
+                }
+                Some("end") => {
+                    entry.end = line;
+                    open.retain(|o| *o != id);
+                }
+                other => panic!("unexpected line type {other:?}: {line}"),
+            }
+        }
+        deferred.append(&mut self.pending);
+        self.pending = deferred;
+        (runs, others)
+    }
+
+    /// One run, to its end.
+    pub async fn collect_one(&mut self, id: &str) -> RunOutput {
+        let (mut runs, others) = self.collect(&[id]).await;
+        assert!(others.is_empty(), "unexpected lines: {others:?}");
+        runs.remove(id).unwrap()
+    }
+
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        tokio::time::timeout(READ_TIMEOUT, self.child.wait())
+            .await
+            .expect("daemon did not exit in time")
+            .unwrap()
+    }
+
+    /// Asserts stdout has nothing more and the daemon exits 0.
+    pub async fn assert_clean_exit(&mut self) {
+        self.close_stdin().await;
+        let rest = tokio::time::timeout(READ_TIMEOUT, self.stdout.next_line())
+            .await
+            .expect("stdout did not close");
+        assert!(
+            self.pending.is_empty() && matches!(rest, Ok(None)),
+            "unexpected output at exit: {:?} {rest:?}",
+            self.pending
+        );
+        let status = self.wait_exit().await;
+        assert!(
+            status.success(),
+            "exit {status}; stderr:\n{}",
+            self.stderr()
+        );
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr_lines.lock().unwrap().join("\n")
+    }
+
+    /// The `diag` lines the daemon wrote for `id`.
+    pub fn diags(&self, id: &str) -> Vec<Value> {
+        self.stderr_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "diag" && v["id"] == id)
+            .collect()
+    }
+
+    /// What the fake codex recorded for run `id`.
+    pub fn record(&self, id: &str) -> Value {
+        let path = self.records.path().join(format!("{id}.json"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("no record for run {id} at {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Per-turn dirs still present under the turn root.
+    pub fn leftover_turn_dirs(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.turn_root.path().join("turns")) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn base_home(&self) -> &Path {
+        self.base_home.path()
+    }
+}
+
+/// Parses an output line and checks the framing rules every line obeys.
+#[track_caller]
+pub fn parse_output_line(raw: &str) -> Value {
+    let value: Value = serde_json::from_str(raw)
+        .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {raw}"));
+    assert!(value.is_object(), "stdout line is not an object: {raw}");
+    assert!(
+        raw.starts_with("{\"type\":"),
+        "`type` must come first: {raw}"
+    );
+    value
+}
+
+/// A FIFO the `gate` scenario blocks on until [`Gate::open`].
+pub struct Gate {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate");
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        Gate { _dir: dir, path }
+    }
+
+    /// Env for a run that waits on this gate.
+    pub fn env(&self) -> Value {
+        json!({"FAKE_CODEX_SCENARIO": "gate", "FAKE_CODEX_GATE": self.path})
+    }
+
+    /// Releases the waiting turn (opening for write blocks until the reader
+    /// is there, which is why this runs off the test's task).
+    pub async fn open(&self) {
+        let path = self.path.clone();
+        tokio::time::timeout(
+            READ_TIMEOUT,
+            tokio::task::spawn_blocking(move || {
+                std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            }),
+        )
+        .await
+        .expect("the gated turn never opened its gate")
+        .unwrap();
+    }
+}

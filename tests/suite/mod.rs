@@ -1,0 +1,5 @@
+mod concurrency;
+mod config;
+mod faults;
+mod harness;
+mod protocol;

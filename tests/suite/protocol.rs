@@ -1,0 +1,306 @@
+//! The wire protocol: what the existing client sends and reads, and an answer
+//! for every bad line that never disturbs a live run.
+
+use serde_json::{json, Value};
+
+use super::harness::{Daemon, Gate};
+
+#[tokio::test]
+async fn existing_client_run_streams_events_then_one_end() {
+    let mut d = Daemon::start().await;
+    // Exactly what the existing client sends: content always an array,
+    // absent options omitted.
+    d.run(
+        "r1",
+        json!({
+            "model": "gpt-5.5",
+            "input": {"content": [{"type": "text", "text": "hello there"}], "name": "alice"},
+            "effort": "low",
+            "web_search_enabled": false,
+            "mcp_servers": {"tools": {"url": "http://127.0.0.1:9/mcp", "http_headers": {"Authorization": "Bearer abc123"}}},
+            "agent_instance_hierarchy": "root/child"
+        }),
+    )
+    .await;
+    let run = d.collect_one("r1").await;
+    run.assert_ok();
+    assert_eq!(
+        run.event_types(),
+        [
+            "thread.started",
+            "turn.started",
+            "item.started",
+            "item.completed",
+            "turn.completed"
+        ]
+    );
+    assert_eq!(
+        run.agent_texts(),
+        ["echo: [alice] :\n\nhello there (turn 1)"]
+    );
+    for raw in &run.raw_events {
+        assert!(
+            raw.starts_with(r#"{"type":"event","id":"r1","event":{"#),
+            "{raw}"
+        );
+        let line: Value = serde_json::from_str(raw).unwrap();
+        assert_eq!(line.as_object().unwrap().len(), 3, "{raw}");
+    }
+    let end = &run.end;
+    assert_eq!(end["type"], "end");
+    assert_eq!(end["status"], "ok");
+    assert!(end.get("error").is_none(), "{end}");
+    let thread = run.events[0]["thread_id"].as_str().unwrap();
+    assert_eq!(end["thread_id"], thread);
+    assert_eq!(end["usage"]["input_tokens"], 100);
+    assert_eq!(end["exit_code"], 0);
+    assert!(end["duration_ms"].is_u64());
+    let record = d.record("r1");
+    assert_eq!(
+        record["env"]["OBJECTIVEAI_AGENT_INSTANCE_HIERARCHY"],
+        "root/child"
+    );
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn events_are_forwarded_byte_for_byte_including_duplicate_keys_and_unknown_types() {
+    let mut d = Daemon::start().await;
+    d.run(
+        "all",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "all_items"}}),
+    )
+    .await;
+    d.run(
+        "new",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "unknown_events"}}),
+    )
+    .await;
+    let (runs, others) = d.collect(&["all", "new"]).await;
+    assert!(others.is_empty());
+    let all = &runs["all"];
+    all.assert_ok();
+    let web = all
+        .raw_events
+        .iter()
+        .find(|l| l.contains("web_search"))
+        .expect("a web_search line");
+    assert!(
+        web.contains(r#""item":{"id":"item_5","type":"web_search","id":"ws_1","query":"rust""#),
+        "the duplicate id key must survive untouched: {web}"
+    );
+    let item_types: Vec<&str> = all
+        .events
+        .iter()
+        .filter(|e| e["type"] == "item.completed")
+        .map(|e| e["item"]["type"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "reasoning",
+        "command_execution",
+        "file_change",
+        "mcp_tool_call",
+        "todo_list",
+        "web_search",
+        "collab_tool_call",
+        "error",
+        "agent_message",
+    ] {
+        assert!(
+            item_types.contains(&expected),
+            "missing {expected}: {item_types:?}"
+        );
+    }
+    let new = &runs["new"];
+    new.assert_ok();
+    assert!(new.event_types().contains(&"turn.future_thing".to_owned()));
+    assert!(new
+        .events
+        .iter()
+        .any(|e| e["item"]["type"] == "future_item"));
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn every_bad_line_gets_an_answer_and_live_runs_are_undisturbed() {
+    let mut d = Daemon::builder()
+        .arg("--max-request-bytes")
+        .arg("4096")
+        .start()
+        .await;
+    let gate = Gate::new();
+    d.run("live", json!({"prompt": "held", "env": gate.env()}))
+        .await;
+    d.wait_for(|l| l["id"] == "live" && l["event"]["type"] == "turn.started")
+        .await;
+
+    d.send_raw(b"{this is not json\n").await;
+    d.send_raw(b"[1,2,3]\n").await;
+    d.send_raw(b"{\"type\":\"run\",\"params\":{\"prompt\":\"x\"}}\n")
+        .await;
+    d.send_raw(b"{\"type\":\"run\",\"id\":\"\",\"params\":{\"prompt\":\"x\"}}\n")
+        .await;
+    d.send_raw(b"{\"type\":\"launch\",\"id\":\"x\"}\n").await;
+    d.run("live", json!({"prompt": "dup"})).await;
+    d.send_raw(
+        format!(
+            "{{\"type\":\"run\",\"id\":\"big\",\"params\":{{\"prompt\":\"{}\"}}}}\n",
+            "a".repeat(10_000)
+        )
+        .as_bytes(),
+    )
+    .await;
+    d.send_raw(b"{\"type\":\"run\",\"id\":\"bad\xff\"}\n").await;
+    d.cancel("nobody").await;
+    d.run(
+        "typo",
+        json!({"prompt": "x", "mcp_servers": {"s": {"url": "http://h/", "headers": {"A": "b"}}}}),
+    )
+    .await;
+
+    let mut answers = Vec::new();
+    while answers.len() < 10 {
+        let line = d.next_line().await;
+        if line["type"] == "event" {
+            assert_eq!(line["id"], "live");
+        } else {
+            answers.push(line);
+        }
+    }
+    let codes: Vec<(&str, &str)> = answers
+        .iter()
+        .map(|a| {
+            (
+                a["type"].as_str().unwrap(),
+                a["code"].as_str().unwrap_or_else(|| panic!("{a}")),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("rejected", "malformed_json"),
+            ("rejected", "malformed_json"),
+            ("rejected", "missing_id"),
+            ("rejected", "missing_id"),
+            ("rejected", "unknown_type"),
+            ("rejected", "duplicate_id"),
+            ("rejected", "line_too_long"),
+            ("rejected", "invalid_utf8"),
+            ("rejected", "unknown_id"),
+            ("end", "invalid_params"),
+        ]
+    );
+    for (i, answer) in answers[..9].iter().enumerate() {
+        assert!(
+            answer.get("id").is_none(),
+            "a rejection never carries `id`: {answer}"
+        );
+        assert!(!answer["error"].as_str().unwrap().is_empty());
+        assert!(answer["line"].as_u64().unwrap() >= (i as u64) + 2);
+    }
+    assert_eq!(answers[5]["request_id"], "live");
+    assert_eq!(answers[8]["request_id"], "nobody");
+    assert_eq!(answers[9]["id"], "typo");
+    assert_eq!(answers[9]["status"], "error");
+    assert!(
+        answers[9]["error"]
+            .as_str()
+            .unwrap()
+            .contains("params.mcp_servers.s.headers"),
+        "{}",
+        answers[9]
+    );
+
+    gate.open().await;
+    let live = d.collect_one("live").await;
+    live.assert_ok();
+    assert_eq!(live.agent_texts(), ["echo: held (turn 1)"]);
+    // The id is free again once its end was seen.
+    d.run("live", json!({"prompt": "again"})).await;
+    d.collect_one("live").await.assert_ok();
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_turn_and_a_queued_one() {
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("1")
+        .start()
+        .await;
+    d.run(
+        "running",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
+    )
+    .await;
+    d.wait_for(|l| l["id"] == "running" && l["event"]["type"] == "turn.started")
+        .await;
+    d.run("queued", json!({"prompt": "x"})).await;
+    d.cancel("queued").await;
+    let queued = d.collect_one("queued").await;
+    assert!(queued.events.is_empty(), "a queued run never started");
+    assert_eq!(queued.code(), Some("cancelled"));
+    assert!(queued.error().starts_with("cancelled"), "{}", queued.end);
+
+    d.cancel("running").await;
+    let running = d.collect_one("running").await;
+    assert_eq!(running.status(), "error");
+    assert_eq!(running.code(), Some("cancelled"));
+    assert!(running.error().starts_with("cancelled"));
+    assert!(running.end["thread_id"].is_string());
+    // A cancel after the end names an unknown id.
+    d.cancel("running").await;
+    let late = d.next_line().await;
+    assert_eq!(
+        (late["type"].as_str(), late["code"].as_str()),
+        (Some("rejected"), Some("unknown_id"))
+    );
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn sigint_ignoring_codex_is_killed_after_the_grace_period() {
+    let mut d = Daemon::builder()
+        .arg("--kill-grace")
+        .arg("0.2")
+        .start()
+        .await;
+    d.run(
+        "stubborn",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang_ignore_sigint"}}),
+    )
+    .await;
+    d.wait_for(|l| l["id"] == "stubborn" && l["event"]["type"] == "turn.started")
+        .await;
+    d.cancel("stubborn").await;
+    let run = d.collect_one("stubborn").await;
+    assert_eq!(run.code(), Some("cancelled"));
+    assert_eq!(run.end["signal"], libc::SIGKILL);
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn timeouts_per_request_and_daemon_default() {
+    let mut d = Daemon::builder()
+        .arg("--turn-timeout")
+        .arg("0.3")
+        .start()
+        .await;
+    d.run(
+        "req",
+        json!({"prompt": "x", "timeout_secs": 0.2, "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
+    )
+    .await;
+    d.run(
+        "default",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
+    )
+    .await;
+    let (runs, _) = d.collect(&["req", "default"]).await;
+    assert_eq!(runs["req"].code(), Some("timeout"));
+    assert_eq!(runs["req"].error(), "timed out after 0.200s");
+    assert_eq!(runs["default"].code(), Some("timeout"));
+    assert_eq!(runs["default"].error(), "timed out after 0.300s");
+    d.assert_clean_exit().await;
+}
