@@ -19,15 +19,9 @@ pub fn runner_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_codex-runner"))
 }
 
-/// The fake codex, built by `cargo test` as a workspace member next to us.
+/// The fake codex (another workspace package, so built on demand).
 pub fn fake_codex_bin() -> PathBuf {
-    let path = runner_bin().with_file_name("fake-codex");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (scripts/test)",
-        path.display()
-    );
-    path
+    codex_runner_test_support::workspace_bin("fake-codex", "fake-codex")
 }
 
 /// Output of one run: its events and its end.

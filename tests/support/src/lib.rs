@@ -93,30 +93,36 @@ pub fn real_codex_path_dir(codex_bin: &Path) -> Option<PathBuf> {
 /// `cargo build -p codex-runner-test-support --bin mcp-stdio-probe`, a no-op
 /// when it is fresh, and returns the path cargo reports.
 pub fn mcp_stdio_probe_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = std::process::Command::new(cargo)
-            .current_dir(repo_root())
-            .args(["build", "--quiet", "--message-format=json"])
-            .args([
-                "-p",
-                "codex-runner-test-support",
-                "--bin",
-                "mcp-stdio-probe",
-            ])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run cargo build for mcp-stdio-probe");
-        assert!(
-            output.status.success(),
-            "cargo build of mcp-stdio-probe failed"
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no mcp-stdio-probe executable")
-    })
-    .clone()
+    workspace_bin("codex-runner-test-support", "mcp-stdio-probe")
+}
+
+/// Path of binary `bin` of workspace package `package`, built (or brought
+/// up to date) once per test process.
+///
+/// `cargo test` builds only the binaries of the package under test, so a
+/// test of one package that runs another package's binary must ask cargo for
+/// it; asking also means a stale binary is never run.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    static BINS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        OnceLock::new();
+    let mut bins = BINS.get_or_init(Default::default).lock().unwrap();
+    bins.entry(format!("{package}/{bin}"))
+        .or_insert_with(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let output = std::process::Command::new(cargo)
+                .current_dir(repo_root())
+                .args(["build", "--quiet", "--message-format=json"])
+                .args(["-p", package, "--bin", bin])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .unwrap_or_else(|e| panic!("run cargo build for {bin}: {e}"));
+            assert!(output.status.success(), "cargo build of {bin} failed");
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|msg| msg["target"]["name"] == bin)
+                .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+                .unwrap_or_else(|| panic!("cargo reported no {bin} executable"))
+        })
+        .clone()
 }
