@@ -37,6 +37,7 @@ pub fn spawn(
     bin: &CodexBin,
     args: Vec<std::ffi::OsString>,
     env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    cgroup_procs: Option<std::os::fd::RawFd>,
 ) -> Result<Child, SpawnError> {
     let mut command = Command::new(&bin.program);
     command
@@ -49,9 +50,17 @@ pub fn spawn(
         // The last line of defence; normal paths stop the child explicitly.
         .kill_on_drop(true);
     // SAFETY: the closure runs between fork and exec and only calls
-    // async-signal-safe functions (prctl, getppid, raise).
+    // async-signal-safe functions (write, prctl, getppid, raise).
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
+            // Join the turn's cgroup before exec, so every descendant is born
+            // in it. On failure the turn still has its process group.
+            if let Some(fd) = cgroup_procs {
+                let _ = crate::containment::join_from_child(fd);
+            }
+            // The parent-death signal fires when the *thread* that forked
+            // exits; turns are spawned from tokio's worker threads, which
+            // live as long as the runtime.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

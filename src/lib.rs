@@ -11,6 +11,7 @@ pub mod codex_bin;
 pub mod codex_home;
 pub mod command;
 pub mod config_toml;
+pub mod containment;
 pub mod daemon;
 pub mod diag;
 pub mod dispatcher;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use codex_runner::codex_bin::CodexBin;
 use codex_runner::codex_home::{ensure_turn_root, HomeSettings};
+use codex_runner::containment::{Containment, ContainmentMode};
 use codex_runner::settings::Settings;
 use codex_runner::{daemon, diag};
 
@@ -67,6 +68,12 @@ struct Cli {
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_request_bytes: usize,
 
+    /// How a turn's processes are tracked so that stopping it leaves none
+    /// behind: a cgroup v2 per turn (when the hierarchy is writable), or the
+    /// process group plus a walk of codex's live process tree.
+    #[arg(long, value_enum, default_value_t = ContainmentMode::Auto)]
+    containment: ContainmentMode,
+
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
+    let containment = settings.containment.clone();
     let summary = runtime.block_on(async {
         let input = tokio::io::stdin();
         let output = tokio::io::stdout();
@@ -103,6 +111,7 @@ fn main() -> ExitCode {
         refused = summary.totals.refused,
         "codex-runner exiting"
     );
+    containment.close();
     // Children are gone; blocking stdin reads must not keep us alive.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match summary.stdout_error {
@@ -130,6 +139,7 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
     };
     let turn_root = cli.turn_dir.clone().unwrap_or_else(default_turn_root);
     ensure_turn_root(&turn_root).map_err(|e| diag::chain(&e))?;
+    codex_runner::codex_home::clean_stale(&turn_root);
     let seconds = |name: &str, value: f64| {
         if value.is_finite() && value >= 0.0 {
             Ok(Duration::from_secs_f64(value))
@@ -149,6 +159,7 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
         kill_grace: seconds("kill-grace", cli.kill_grace)?,
         max_event_bytes: cli.max_event_bytes,
         max_request_bytes: cli.max_request_bytes,
+        containment: std::sync::Arc::new(Containment::start(cli.containment)?),
     })
 }
 

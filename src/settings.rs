@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::codex_bin::CodexBin;
 use crate::codex_home::HomeSettings;
+use crate::containment::Containment;
 
 /// Everything a turn needs to know about the daemon.
 #[derive(Debug, Clone)]
@@ -24,4 +27,6 @@ pub struct Settings {
     pub max_event_bytes: usize,
     /// Longest request line accepted, in bytes.
     pub max_request_bytes: usize,
+    /// How a turn's processes are tracked and stopped.
+    pub containment: Arc<Containment>,
 }

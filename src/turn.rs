@@ -103,7 +103,8 @@ async fn drive(
     };
     let args = codex_args(params, home.output_schema.as_deref());
     let env = codex_env(params, id, home.path(), bin);
-    let mut proc = match child::spawn(bin, args, env) {
+    let container = settings.containment.turn();
+    let mut proc = match child::spawn(bin, args, env, container.procs_fd()) {
         Ok(proc) => proc,
         Err(e) => return End::error(id, codes::END_SPAWN_FAILED, diag::chain(&e)),
     };
@@ -166,8 +167,8 @@ async fn drive(
                 kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
             }
             _ = sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
-                tracing::debug!(run = id, pid, "grace period over: killing the process group");
-                child::kill_group(pid);
+                tracing::debug!(run = id, pid, "grace period over: killing every process of the turn");
+                container.kill_all(pid);
                 kill_at = None;
             }
             frame = framer.next_frame(), if !stdout_done => match frame {
@@ -231,8 +232,9 @@ async fn drive(
             }
         }
     }
-    // Whatever codex left in its group goes with it.
-    child::kill_group(pid);
+    // Whatever codex left behind (background commands, servers) goes with it.
+    container.kill_all(pid);
+    container.release().await;
     let stderr_tail = stderr_task.await.unwrap_or_default();
     let end = state.into_end(
         id,

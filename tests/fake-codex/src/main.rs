@@ -28,6 +28,13 @@ mod session;
 use std::io::Read;
 
 fn main() {
+    // The real CLI installs its own SIGINT handling whatever it inherits; a test that
+    // spawns us from a shell background job would otherwise inherit SIGINT ignored.
+    // SAFETY: setting signal dispositions to SIG_DFL before any other work.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+    }
     let argv: Vec<String> = std::env::args_os()
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())

@@ -110,9 +110,10 @@ fn spawn_setsid_sleep() -> io::Result<i32> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+    // SAFETY: setsid and fcntl are async-signal-safe, as pre_exec requires.
     unsafe {
         cmd.pre_exec(|| {
+            cloexec_inherited();
             if libc::setsid() < 0 {
                 Err(io::Error::last_os_error())
             } else {
@@ -147,6 +148,7 @@ fn spawn_orphan_sleep() -> io::Result<i32> {
                     for fd in 0..3 {
                         libc::dup2(null, fd);
                     }
+                    cloexec_inherited();
                     libc::execvp(prog.as_ptr(), argv.as_ptr());
                     libc::_exit(127);
                 }
@@ -167,5 +169,14 @@ fn spawn_orphan_sleep() -> io::Result<i32> {
                 }
             }
         }
+    }
+}
+
+/// Marks every fd above stderr close-on-exec, so the sleeps do not keep open pipes we
+/// inherited from whoever spawned us (a test harness would wait for their EOF).
+/// Async-signal-safe: only fcntl.
+unsafe fn cloexec_inherited() {
+    for fd in 3..1024 {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
     }
 }

@@ -1,0 +1,317 @@
+//! Keeping track of every process a turn starts, so that stopping a turn
+//! leaves nothing behind.
+//!
+//! A process group is not enough: codex runs shell commands under `setsid`
+//! (a new session, so a new group) and MCP servers in their own groups, and a
+//! command can double-fork a grandchild that is reparented away from codex.
+//! We use, in order of preference:
+//!
+//! 1. **A cgroup v2 per turn** (`<our cgroup>/codex-runner-<pid>/turn-N`).
+//!    The child moves itself into it between fork and exec, so every
+//!    descendant is born inside it, whatever it does with sessions, groups or
+//!    parents; `cgroup.kill` stops them all at once, and `cgroup.events` says
+//!    when the turn is really empty. Needs a writable cgroup2 hierarchy (root,
+//!    or a delegated subtree such as systemd's `Delegate=yes`).
+//! 2. **Otherwise, the process group plus a walk of the live process tree**:
+//!    at the end of the grace period every live descendant of codex (found
+//!    through `/proc/*/stat` parent links) gets SIGKILL, then the group. This
+//!    reaches setsid-ed commands and MCP servers while codex is alive, but not
+//!    a grandchild that was already reparented away (documented limit).
+//!
+//! A child subreaper was considered and rejected: reparented orphans would
+//! become our children with no record of which turn they belong to, and
+//! reaping them with `waitpid(-1)` would race tokio's own child reaping.
+
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long `release` waits for a killed turn's processes to be gone.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// Which mechanism to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContainmentMode {
+    /// A cgroup per turn when the hierarchy is writable, else process groups.
+    Auto,
+    /// A cgroup per turn, or refuse to start.
+    Cgroup,
+    /// Process groups and a process-tree walk only.
+    ProcessGroup,
+}
+
+/// The daemon's containment: its own cgroup directory, when it has one.
+#[derive(Debug)]
+pub struct Containment {
+    root: Option<PathBuf>,
+    next: AtomicU64,
+}
+
+impl Containment {
+    /// Sets up containment for this daemon. With `Auto`, any failure falls
+    /// back to process groups; with `Cgroup` it is an error.
+    pub fn start(mode: ContainmentMode) -> Result<Containment, String> {
+        let root = match mode {
+            ContainmentMode::ProcessGroup => None,
+            ContainmentMode::Auto | ContainmentMode::Cgroup => match cgroup_root() {
+                Ok(root) => Some(root),
+                Err(why) if mode == ContainmentMode::Cgroup => {
+                    return Err(format!("--containment cgroup: {why}"))
+                }
+                Err(why) => {
+                    tracing::info!("no per-turn cgroups ({why}); using process groups");
+                    None
+                }
+            },
+        };
+        if let Some(root) = &root {
+            tracing::info!(cgroup = %root.display(), "per-turn cgroups enabled");
+        }
+        Ok(Containment {
+            root,
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// `"cgroup"` or `"process-group"`, for logs and tests.
+    pub fn mode(&self) -> &'static str {
+        if self.root.is_some() {
+            "cgroup"
+        } else {
+            "process-group"
+        }
+    }
+
+    /// The container of one new turn. A cgroup that cannot be created is
+    /// logged and the turn falls back to its process group.
+    pub fn turn(&self) -> TurnContainer {
+        let Some(root) = &self.root else {
+            return TurnContainer::default();
+        };
+        let dir = root.join(format!(
+            "turn-{}",
+            self.next.fetch_add(1, Ordering::Relaxed)
+        ));
+        let procs = fs::create_dir(&dir).and_then(|()| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))
+        });
+        match procs {
+            Ok(file) => TurnContainer {
+                cgroup: Some(dir),
+                procs: Some(file.into()),
+            },
+            Err(e) => {
+                tracing::warn!(cgroup = %dir.display(), error = %e, "cannot create the turn's cgroup; using its process group");
+                let _ = fs::remove_dir(&dir);
+                TurnContainer::default()
+            }
+        }
+    }
+
+    /// Removes the daemon's cgroup directory (at exit, once every turn
+    /// released its own).
+    pub fn close(&self) {
+        if let Some(root) = &self.root {
+            if let Err(e) = fs::remove_dir(root) {
+                tracing::warn!(cgroup = %root.display(), error = %e, "cannot remove the daemon's cgroup");
+            }
+        }
+    }
+}
+
+/// The processes of one turn.
+#[derive(Debug, Default)]
+pub struct TurnContainer {
+    cgroup: Option<PathBuf>,
+    /// `cgroup.procs`, opened before fork: the child writes `0` to it.
+    procs: Option<OwnedFd>,
+}
+
+impl TurnContainer {
+    /// The fd the child writes its own pid to between fork and exec.
+    pub fn procs_fd(&self) -> Option<RawFd> {
+        self.procs.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// SIGKILL to everything the turn started: the cgroup, or the live
+    /// descendants of `pid`; and always `pid`'s process group.
+    pub fn kill_all(&self, pid: u32) {
+        match &self.cgroup {
+            Some(dir) => {
+                if let Err(e) = fs::write(dir.join("cgroup.kill"), b"1") {
+                    tracing::warn!(cgroup = %dir.display(), error = %e, "cgroup.kill failed");
+                }
+            }
+            None => {
+                for descendant in descendants(pid) {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe {
+                        libc::kill(descendant as libc::pid_t, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+        crate::child::kill_group(pid);
+    }
+
+    /// Waits (bounded) until the turn's cgroup is empty and removes it.
+    pub async fn release(mut self) {
+        self.procs = None;
+        let Some(dir) = self.cgroup.take() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        // Killed processes leave the cgroup asynchronously; poll briefly.
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match fs::remove_dir(&dir) {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(cgroup = %dir.display(), error = %e, "the turn's cgroup is still busy; leaving it");
+                    return;
+                }
+                Err(_) => {
+                    let _ = fs::write(dir.join("cgroup.kill"), b"1");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TurnContainer {
+    /// The panic path: nothing the turn started may outlive it.
+    fn drop(&mut self) {
+        if let Some(dir) = &self.cgroup {
+            let _ = fs::write(dir.join("cgroup.kill"), b"1");
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Creates `<cgroup2 mount>/<our cgroup>/codex-runner-<pid>`, after cleaning
+/// up directories of earlier daemons that died without doing so.
+fn cgroup_root() -> Result<PathBuf, String> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    let mount = mountinfo
+        .lines()
+        .find_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            (post.split_whitespace().next()? == "cgroup2").then(|| pre.split_whitespace().nth(4))?
+        })
+        .ok_or("no cgroup2 hierarchy is mounted")?;
+    let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("this process has no cgroup2 path")?;
+    let parent = Path::new(mount).join(own.trim_start_matches('/'));
+    clean_stale(&parent);
+    let root = parent.join(format!("codex-runner-{}", std::process::id()));
+    fs::create_dir(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    // Probe that we may move a process there: move nothing, just open.
+    if let Err(e) = fs::OpenOptions::new()
+        .write(true)
+        .open(root.join("cgroup.procs"))
+    {
+        let _ = fs::remove_dir(&root);
+        return Err(format!("cannot write {}/cgroup.procs: {e}", root.display()));
+    }
+    Ok(root)
+}
+
+/// Kills what is left in the cgroups of dead daemons and removes them.
+fn clean_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("codex-runner-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if is_live_runner(pid) {
+            continue;
+        }
+        let dir = entry.path();
+        tracing::info!(cgroup = %dir.display(), "cleaning up the cgroup of a dead codex-runner");
+        if let Ok(turns) = fs::read_dir(&dir) {
+            for turn in turns.flatten().filter(|t| t.path().is_dir()) {
+                let _ = fs::write(turn.path().join("cgroup.kill"), b"1");
+                for _ in 0..100 {
+                    if fs::remove_dir(turn.path()).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+}
+
+/// Whether `pid` is a running codex-runner (not a reused pid).
+pub fn is_live_runner(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "codex-runner")
+}
+
+/// Live descendants of `pid`, from the parent links in `/proc/*/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = parent_of(child) {
+                parents.push((child, ppid));
+            }
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let current = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == current)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Writes `0` (this process) to `fd`: called between fork and exec, so only
+/// async-signal-safe calls.
+pub fn join_from_child(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: writing a static buffer to an open fd.
+    let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
