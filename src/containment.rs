@@ -103,6 +103,8 @@ impl Containment {
             Ok(file) => TurnContainer {
                 cgroup: Some(dir),
                 procs: Some(file.into()),
+                noted: Vec::new(),
+                killed: Vec::new(),
             },
             Err(e) => {
                 tracing::warn!(cgroup = %dir.display(), error = %e, "cannot create the turn's cgroup; using its process group");
@@ -129,6 +131,11 @@ pub struct TurnContainer {
     cgroup: Option<PathBuf>,
     /// `cgroup.procs`, opened before fork: the child writes `0` to it.
     procs: Option<OwnedFd>,
+    /// Without a cgroup: codex's descendants seen when the stop began,
+    /// because codex may die at once and its children be reparented away.
+    noted: Vec<u32>,
+    /// Without a cgroup: the processes we sent SIGKILL, awaited in `release`.
+    killed: Vec<u32>,
 }
 
 impl TurnContainer {
@@ -137,9 +144,17 @@ impl TurnContainer {
         self.procs.as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    /// SIGKILL to everything the turn started: the cgroup, or the live
-    /// descendants of `pid`; and always `pid`'s process group.
-    pub fn kill_all(&self, pid: u32) {
+    /// Call before signalling codex: without a cgroup, remembers its process
+    /// tree while it is still attached to codex.
+    pub fn note_descendants(&mut self, pid: u32) {
+        if self.cgroup.is_none() {
+            self.noted = descendants(pid);
+        }
+    }
+
+    /// SIGKILL to everything the turn started: the cgroup, or the live and
+    /// noted descendants of `pid`; and always `pid`'s process group.
+    pub fn kill_all(&mut self, pid: u32) {
         match &self.cgroup {
             Some(dir) => {
                 if let Err(e) = fs::write(dir.join("cgroup.kill"), b"1") {
@@ -147,10 +162,12 @@ impl TurnContainer {
                 }
             }
             None => {
-                for descendant in descendants(pid) {
+                let mut all = descendants(pid);
+                all.extend(&self.noted);
+                for descendant in all {
                     // SAFETY: kill has no memory-safety preconditions.
-                    unsafe {
-                        libc::kill(descendant as libc::pid_t, libc::SIGKILL);
+                    if unsafe { libc::kill(descendant as libc::pid_t, libc::SIGKILL) } == 0 {
+                        self.killed.push(descendant);
                     }
                 }
             }
@@ -158,15 +175,24 @@ impl TurnContainer {
         crate::child::kill_group(pid);
     }
 
-    /// Waits (bounded) until the turn's cgroup is empty and removes it.
+    /// Waits (bounded) until everything killed is gone, so that a turn's
+    /// `end` means its processes are dead, and removes the turn's cgroup.
     pub async fn release(mut self) {
         self.procs = None;
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        // SIGKILL is delivered asynchronously; poll briefly, backing off.
+        let mut pause = Duration::from_millis(1);
         let Some(dir) = self.cgroup.take() else {
+            while self.killed.iter().any(|pid| is_running(*pid)) {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(pids = ?self.killed, "killed processes of the turn are still running");
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
             return;
         };
-        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
-        // Killed processes leave the cgroup asynchronously; poll briefly.
-        let mut pause = Duration::from_millis(1);
         loop {
             match fs::remove_dir(&dir) {
                 Ok(()) => return,
@@ -259,9 +285,26 @@ fn clean_stale(parent: &Path) {
     }
 }
 
-/// Whether `pid` is a running codex-runner (not a reused pid).
+/// Whether `pid` is a running codex-runner: not gone, not a zombie (a
+/// SIGKILLed daemon whose parent has not reaped it yet), not a reused pid.
 pub fn is_live_runner(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "codex-runner")
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    &stat[open + 1..close] == "codex-runner" && is_running(pid)
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn is_running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next());
+        !matches!(state, Some('Z' | 'X'))
+    })
 }
 
 /// Live descendants of `pid`, from the parent links in `/proc/*/stat`.

@@ -103,7 +103,7 @@ async fn drive(
     };
     let args = codex_args(params, home.output_schema.as_deref());
     let env = codex_env(params, id, home.path(), bin);
-    let container = settings.containment.turn();
+    let mut container = settings.containment.turn();
     let mut proc = match child::spawn(bin, args, env, container.procs_fd()) {
         Ok(proc) => proc,
         Err(e) => return End::error(id, codes::END_SPAWN_FAILED, diag::chain(&e)),
@@ -157,12 +157,14 @@ async fn drive(
                 };
                 if let Some(reason) = reason {
                     stop_reason = Some(reason);
+                    container.note_descendants(pid);
                     child::interrupt(pid);
                     kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
                 }
             }
             _ = sleep_until(timeout_at.unwrap_or(far)), if timeout_at.is_some() && stop_reason.is_none() && !timed_out && exit.is_none() => {
                 timed_out = true;
+                container.note_descendants(pid);
                 child::interrupt(pid);
                 kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
             }
@@ -188,6 +190,7 @@ async fn drive(
                                 if !stdout_closed_stop && stop_reason.is_none() {
                                     stdout_closed_stop = true;
                                     stop_reason = Some(StopReason::Shutdown);
+                                    container.note_descendants(pid);
                                     child::interrupt(pid);
                                     kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
                                 }

@@ -72,6 +72,7 @@ pub struct DaemonBuilder {
     env: Vec<(String, String)>,
     base_config: Option<String>,
     codex_bin: Option<PathBuf>,
+    turn_root: Option<Arc<tempfile::TempDir>>,
 }
 
 impl DaemonBuilder {
@@ -96,9 +97,17 @@ impl DaemonBuilder {
         self
     }
 
+    /// Shares another daemon's turn root (to test stale-dir cleanup).
+    pub fn turn_root(mut self, root: Arc<tempfile::TempDir>) -> Self {
+        self.turn_root = Some(root);
+        self
+    }
+
     pub async fn start(self) -> Daemon {
         let base_home = tempfile::tempdir().unwrap();
-        let turn_root = tempfile::tempdir().unwrap();
+        let turn_root = self
+            .turn_root
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
         let records = tempfile::tempdir().unwrap();
         if let Some(config) = &self.base_config {
             std::fs::write(base_home.path().join("config.toml"), config).unwrap();
@@ -122,11 +131,11 @@ impl DaemonBuilder {
             .kill_on_drop(true);
         let mut child = command.spawn().expect("spawning codex-runner");
         let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdout = Some(BufReader::new(child.stdout.take().unwrap()).lines());
         let stderr_lines = Arc::new(Mutex::new(Vec::new()));
         let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
         let sink = stderr_lines.clone();
-        tokio::spawn(async move {
+        let stderr_task = tokio::spawn(async move {
             while let Ok(Some(line)) = stderr.next_line().await {
                 sink.lock().unwrap().push(line);
             }
@@ -136,6 +145,7 @@ impl DaemonBuilder {
             stdin,
             stdout,
             stderr_lines,
+            stderr_task: Some(stderr_task),
             pending: Vec::new(),
             base_home,
             turn_root,
@@ -147,12 +157,14 @@ impl DaemonBuilder {
 pub struct Daemon {
     pub child: Child,
     stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
+    stdout: Option<Lines<BufReader<ChildStdout>>>,
     stderr_lines: Arc<Mutex<Vec<String>>>,
+    /// Collects stderr until EOF; awaited at exit so no late line is missed.
+    stderr_task: Option<tokio::task::JoinHandle<()>>,
     /// Lines read but not yet consumed by a collect call.
     pending: Vec<String>,
     pub base_home: tempfile::TempDir,
-    pub turn_root: tempfile::TempDir,
+    pub turn_root: Arc<tempfile::TempDir>,
     pub records: tempfile::TempDir,
 }
 
@@ -163,6 +175,7 @@ impl Daemon {
             env: Vec::new(),
             base_config: None,
             codex_bin: None,
+            turn_root: None,
         }
     }
 
@@ -196,6 +209,20 @@ impl Daemon {
         self.send(json!({"type": "cancel", "id": id})).await;
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("daemon still running")
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill with a pid we own.
+        assert_eq!(unsafe { libc::kill(self.pid() as libc::pid_t, signal) }, 0);
+    }
+
+    /// Stops reading stdout: the daemon's next write fails with EPIPE.
+    pub fn close_stdout(&mut self) {
+        self.stdout = None;
+    }
+
     pub async fn close_stdin(&mut self) {
         drop(self.stdin.take());
     }
@@ -205,7 +232,8 @@ impl Daemon {
         if !self.pending.is_empty() {
             return self.pending.remove(0);
         }
-        match tokio::time::timeout(READ_TIMEOUT, self.stdout.next_line()).await {
+        let stdout = self.stdout.as_mut().expect("stdout still open");
+        match tokio::time::timeout(READ_TIMEOUT, stdout.next_line()).await {
             Ok(Ok(Some(line))) => line,
             Ok(Ok(None)) => panic!("daemon stdout closed; stderr:\n{}", self.stderr()),
             Ok(Err(e)) => panic!("reading stdout: {e}"),
@@ -286,17 +314,26 @@ impl Daemon {
         runs.remove(id).unwrap()
     }
 
+    /// Waits for the daemon to exit and for its stderr to be fully read.
     pub async fn wait_exit(&mut self) -> ExitStatus {
-        tokio::time::timeout(READ_TIMEOUT, self.child.wait())
+        let status = tokio::time::timeout(READ_TIMEOUT, self.child.wait())
             .await
             .expect("daemon did not exit in time")
-            .unwrap()
+            .unwrap();
+        if let Some(task) = self.stderr_task.take() {
+            tokio::time::timeout(READ_TIMEOUT, task)
+                .await
+                .expect("daemon stderr did not close")
+                .unwrap();
+        }
+        status
     }
 
     /// Asserts stdout has nothing more and the daemon exits 0.
     pub async fn assert_clean_exit(&mut self) {
         self.close_stdin().await;
-        let rest = tokio::time::timeout(READ_TIMEOUT, self.stdout.next_line())
+        let stdout = self.stdout.as_mut().expect("stdout still open");
+        let rest = tokio::time::timeout(READ_TIMEOUT, stdout.next_line())
             .await
             .expect("stdout did not close");
         assert!(

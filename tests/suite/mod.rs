@@ -2,4 +2,5 @@ mod concurrency;
 mod config;
 mod faults;
 mod harness;
+mod lifecycle;
 mod protocol;
