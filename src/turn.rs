@@ -91,6 +91,9 @@ async fn drive(
         Ok(bin) => bin,
         Err(why) => return End::error(id, codes::END_SPAWN_FAILED, why.clone()),
     };
+    if let Err(message) = check_paths(params) {
+        return End::error(id, codes::END_INVALID_PARAMS, message);
+    }
     let home = match codex_home::prepare(&settings.home, id, params) {
         Ok(home) => home,
         Err(e) => {
@@ -249,6 +252,30 @@ async fn drive(
     );
     remove_home(home, id);
     end
+}
+
+/// Paths codex would fail on with a less precise message.
+fn check_paths(p: &RunParams) -> Result<(), String> {
+    if let Some(cwd) = &p.cwd {
+        if !std::path::Path::new(cwd).is_dir() {
+            return Err(format!("params.cwd: {cwd:?} is not an existing directory"));
+        }
+    }
+    for (i, dir) in p.additional_directories.iter().enumerate() {
+        if !std::path::Path::new(dir).is_dir() {
+            return Err(format!(
+                "params.additional_directories[{i}]: {dir:?} is not an existing directory"
+            ));
+        }
+    }
+    for image in p.images() {
+        if !std::path::Path::new(image).is_file() {
+            return Err(format!(
+                "params.input: image {image:?} is not an existing file"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn remove_home(home: TurnHome, id: &str) {

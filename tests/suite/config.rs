@@ -133,6 +133,9 @@ async fn argv_carries_flags_and_never_secrets() {
     let mut d = Daemon::builder().env("RUST_LOG", "trace").start().await;
     let workdir = tempfile::tempdir().unwrap();
     let cwd = workdir.path().to_str().unwrap();
+    let image = workdir.path().join("a.png");
+    std::fs::write(&image, b"\x89PNG").unwrap();
+    let image = image.to_str().unwrap();
     d.run(
         "flags",
         json!({
@@ -141,7 +144,7 @@ async fn argv_carries_flags_and_never_secrets() {
             "cwd": cwd,
             "additional_directories": ["/tmp"],
             "output_schema": {"type": "object", "properties": {"answer": {"type": "string"}}},
-            "input": {"content": [{"type": "text", "text": "look"}, {"type": "local_image", "path": "/img/a.png"}]},
+            "input": {"content": [{"type": "text", "text": "look"}, {"type": "local_image", "path": image}]},
             "env": {"MY_TOKEN": "env-secret-3"},
             "mcp_servers": {"probe": {"url": "http://127.0.0.1:9/mcp", "http_headers": {"Authorization": "Bearer hdr-secret-4"}}}
         }),
@@ -162,7 +165,7 @@ async fn argv_carries_flags_and_never_secrets() {
             format!("--cd={cwd}"),
             "--add-dir=/tmp".into(),
             format!("--output-schema={home}/output-schema.json"),
-            "--image=/img/a.png".into(),
+            format!("--image={image}"),
             "-".into(),
         ]
     );

@@ -223,6 +223,12 @@ impl Daemon {
         self.stdout = None;
     }
 
+    /// Hands stdin to the caller (to write from another task while this
+    /// one reads).
+    pub fn take_stdin(&mut self) -> ChildStdin {
+        self.stdin.take().expect("stdin still open")
+    }
+
     pub async fn close_stdin(&mut self) {
         drop(self.stdin.take());
     }
