@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use runner_protocol::{codes, End, Rejected, Rejection, Request, RunParams};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use crate::turn::{run_turn, StopReason, TurnContext, TurnNotice};
 
@@ -47,6 +48,10 @@ pub struct Totals {
     pub accepted: u64,
     /// Lines answered with `rejected` or refused with an invalid-params `end`.
     pub refused: u64,
+    /// Accepted runs that ended `ok`.
+    pub ok: u64,
+    /// Accepted runs that ended with an error (cancelled while queued included).
+    pub failed: u64,
 }
 
 /// Owns the live runs.
@@ -122,7 +127,12 @@ impl Dispatcher {
                     }
                 }
             }
-            TurnNotice::Finished { id } => {
+            TurnNotice::Finished { id, ok } => {
+                if ok {
+                    self.totals.ok += 1;
+                } else {
+                    self.totals.failed += 1;
+                }
                 if let Some(live) = self.live.remove(&id) {
                     self.running -= 1;
                     if let Some(thread) = live.thread {
@@ -200,6 +210,7 @@ impl Dispatcher {
             Some(LiveState::Queued(_)) => {
                 let live = self.live.remove(&id).expect("just looked up");
                 self.queue.retain(|queued| queued != &id);
+                self.totals.failed += 1;
                 let mut end = End::error(
                     &id,
                     codes::END_CANCELLED,
@@ -261,17 +272,18 @@ impl Dispatcher {
         let ctx = self.ctx.clone();
         // The turn runs in its own task; a watcher turns a panic into the
         // run's `end` so that no run is ever lost.
+        // Every log line of the turn carries its run id through this span.
+        let span = tracing::info_span!("run", id = %id);
         tokio::spawn(async move {
-            let turn = tokio::spawn(run_turn(
-                ctx.clone(),
-                id.clone(),
-                params,
-                stop_rx,
-                queued_ms,
-            ));
+            let turn = tokio::spawn(
+                run_turn(ctx.clone(), id.clone(), params, stop_rx, queued_ms).instrument(span),
+            );
             if let Err(e) = turn.await {
                 tracing::error!(run = %id, error = %e, "turn task failed");
-                let _ = ctx.notices.send(TurnNotice::Finished { id: id.clone() });
+                let _ = ctx.notices.send(TurnNotice::Finished {
+                    id: id.clone(),
+                    ok: false,
+                });
                 let end = End::error(
                     id,
                     codes::END_INTERNAL,

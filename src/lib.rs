@@ -6,6 +6,7 @@
 //! The lint below keeps a stray `println!` from breaking that.
 #![deny(clippy::print_stdout)]
 
+pub mod check;
 pub mod child;
 pub mod codex_bin;
 pub mod codex_home;

@@ -26,6 +26,9 @@ use codex_runner::{daemon, diag};
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// The codex executable. The npm launcher (node_modules/.bin/codex) is
     /// resolved to the native binary it wraps.
     #[arg(long, env = "CODEX_BIN", default_value = "codex")]
@@ -79,6 +82,14 @@ struct Cli {
     log_format: LogFormat,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Read requests from stdin and print, per request, the verdict and the
+    /// config.toml and argv its turn would get (secret values redacted),
+    /// without spawning codex. Exits 1 if any request would be refused.
+    Check,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Pretty,
@@ -88,6 +99,9 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if let Some(Command::Check) = cli.command {
+        return check(&cli);
+    }
     let settings = match settings(&cli) {
         Ok(settings) => settings,
         Err(message) => {
@@ -108,6 +122,8 @@ fn main() -> ExitCode {
     });
     tracing::info!(
         accepted = summary.totals.accepted,
+        ok = summary.totals.ok,
+        failed = summary.totals.failed,
         refused = summary.totals.refused,
         "codex-runner exiting"
     );
@@ -123,6 +139,36 @@ fn main() -> ExitCode {
     }
 }
 
+fn check(cli: &Cli) -> ExitCode {
+    let home = HomeSettings {
+        base_home: match base_home(cli) {
+            Ok(home) => home,
+            Err(message) => {
+                diag::fatal(&message);
+                return ExitCode::from(2);
+            }
+        },
+        turn_root: PathBuf::new(),
+    };
+    match codex_runner::check::run(&home, std::io::stdin().lock(), std::io::stdout().lock()) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            diag::fatal(&format!("check: {e}"));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn base_home(cli: &Cli) -> Result<PathBuf, String> {
+    match &cli.codex_home {
+        Some(home) => Ok(home.clone()),
+        None => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".codex"))
+            .ok_or_else(|| "neither --codex-home, CODEX_HOME nor HOME is set".to_owned()),
+    }
+}
+
 fn settings(cli: &Cli) -> Result<Settings, String> {
     let codex = CodexBin::resolve(&cli.codex_bin).map_err(|e| e.to_string());
     match &codex {
@@ -131,12 +177,7 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
         }
         Err(e) => tracing::warn!("{e}; every run will fail until it is installed"),
     }
-    let base_home = match &cli.codex_home {
-        Some(home) => home.clone(),
-        None => std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(".codex"))
-            .ok_or("neither --codex-home, CODEX_HOME nor HOME is set")?,
-    };
+    let base_home = base_home(cli)?;
     let turn_root = cli.turn_dir.clone().unwrap_or_else(default_turn_root);
     ensure_turn_root(&turn_root).map_err(|e| diag::chain(&e))?;
     codex_runner::codex_home::clean_stale(&turn_root);

@@ -45,6 +45,8 @@ pub enum TurnNotice {
     Finished {
         /// Run id.
         id: String,
+        /// Whether the end is `ok`.
+        ok: bool,
     },
 }
 
@@ -75,7 +77,8 @@ pub async fn run_turn(
     }
     // Finished goes first: once the client sees the `end`, the id must be
     // free for reuse and the thread free for its next turn.
-    let _ = ctx.notices.send(TurnNotice::Finished { id });
+    let ok = end.status == EndStatus::Ok;
+    let _ = ctx.notices.send(TurnNotice::Finished { id, ok });
     let _ = ctx.out.send_end(end).await;
 }
 
@@ -112,7 +115,7 @@ async fn drive(
         Err(e) => return End::error(id, codes::END_SPAWN_FAILED, diag::chain(&e)),
     };
     let pid = proc.id().expect("a just-spawned child has a pid");
-    tracing::debug!(run = id, pid, "spawned codex");
+    tracing::debug!(pid, "spawned codex");
 
     // The prompt is written by its own task: a child that never reads stdin
     // must not stall this loop. Dropping stdin closes it (codex waits for EOF).
@@ -172,7 +175,7 @@ async fn drive(
                 kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
             }
             _ = sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
-                tracing::debug!(run = id, pid, "grace period over: killing every process of the turn");
+                tracing::debug!(pid, "grace period over: killing every process of the turn");
                 container.kill_all(pid);
                 kill_at = None;
             }
@@ -233,7 +236,7 @@ async fn drive(
                 }
             }
             _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() && !stdout_done => {
-                tracing::debug!(run = id, "codex exited but its stdout stays open; closing it");
+                tracing::debug!("codex exited but its stdout stays open; closing it");
                 stdout_done = true;
             }
         }
@@ -250,7 +253,7 @@ async fn drive(
         &stderr_tail,
         &redactor,
     );
-    remove_home(home, id);
+    remove_home(home);
     end
 }
 
@@ -278,10 +281,10 @@ fn check_paths(p: &RunParams) -> Result<(), String> {
     Ok(())
 }
 
-fn remove_home(home: TurnHome, id: &str) {
+fn remove_home(home: TurnHome) {
     let path = home.path().to_path_buf();
     if let Err(e) = home.remove() {
-        tracing::warn!(run = id, path = %path.display(), error = %e, "could not remove the turn's CODEX_HOME");
+        tracing::warn!(path = %path.display(), error = %e, "could not remove the turn's CODEX_HOME");
     }
 }
 

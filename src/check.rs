@@ -1,0 +1,194 @@
+//! `codex-runner check`: validate requests and show what each turn would get
+//! (its config.toml and argv), secrets redacted, without spawning codex.
+//!
+//! One JSON line per request line on stdout:
+//! `{"type":"check","line":1,"id":"r1","ok":true,"argv":[...],"env":[names],"config_toml":"..."}`
+//! or `{"type":"check","line":2,"id":"r2","ok":false,"code":"invalid_params","error":"..."}`.
+
+use std::io::{BufRead, Write};
+
+use runner_protocol::{codes, decode_request, Request, RunParams};
+use toml_edit::{DocumentMut, Item, Value};
+
+use crate::codex_home::HomeSettings;
+use crate::command::codex_args;
+use crate::config_toml::{self, ConfigError};
+
+/// Shown instead of every secret value.
+const REDACTED: &str = "[redacted]";
+
+/// Checks every line of `input`, writing verdicts to `output`. Returns how
+/// many requests were refused.
+pub fn run(
+    home: &HomeSettings,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> std::io::Result<u64> {
+    let mut refused = 0;
+    for (index, line) in input.split(b'\n').enumerate() {
+        let line = line?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let verdict = check_line(home, index as u64 + 1, &line);
+        if !verdict.ok {
+            refused += 1;
+        }
+        serde_json::to_writer(&mut output, &verdict)?;
+        output.write_all(b"\n")?;
+    }
+    output.flush()?;
+    Ok(refused)
+}
+
+/// One verdict; fields in this order, `type` first like every protocol line.
+#[derive(Debug, Default, serde::Serialize)]
+struct Verdict {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    line: u64,
+    id: Option<String>,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    argv: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_toml: Option<String>,
+}
+
+fn check_line(home: &HomeSettings, line: u64, bytes: &[u8]) -> Verdict {
+    let base = |id: Option<String>, ok: bool| Verdict {
+        kind: "check",
+        line,
+        id,
+        ok,
+        ..Verdict::default()
+    };
+    let refuse = |id: Option<String>, code: &str, error: String| Verdict {
+        code: Some(code.to_owned()),
+        error: Some(error),
+        ..base(id, false)
+    };
+    match decode_request(bytes) {
+        Err(r) => refuse(r.request_id, r.code, r.message),
+        Ok(Request::Cancel { id }) => Verdict {
+            request: Some("cancel"),
+            ..base(Some(id), true)
+        },
+        Ok(Request::Run { id, params: Err(e) }) => {
+            refuse(Some(id), codes::END_INVALID_PARAMS, e.message)
+        }
+        Ok(Request::Run { id, params: Ok(p) }) => match preview(home, &id, &p) {
+            Ok(config) => {
+                let schema = p
+                    .output_schema
+                    .as_ref()
+                    .map(|_| std::path::Path::new("$CODEX_HOME/output-schema.json"));
+                let argv = codex_args(&p, schema)
+                    .into_iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                Verdict {
+                    request: Some("run"),
+                    argv: Some(argv),
+                    env: Some(p.env.keys().cloned().collect()),
+                    config_toml: Some(config),
+                    ..base(Some(id), true)
+                }
+            }
+            Err(e) => refuse(Some(id), codes::END_CONFIG_ERROR, e.to_string()),
+        },
+    }
+}
+
+/// The turn's config.toml with every secret value replaced.
+fn preview(home: &HomeSettings, id: &str, p: &RunParams) -> Result<String, ConfigError> {
+    let base = std::fs::read_to_string(home.base_home.join("config.toml")).ok();
+    let mut doc = config_toml::parse_base(base.as_deref())?;
+    config_toml::synthesize(&mut doc, id, p)?;
+    redact(&mut doc);
+    Ok(doc.to_string())
+}
+
+/// Replaces the values of `http_headers` and `env` of every MCP server (the
+/// user's own included): the places config.toml holds credentials.
+fn redact(doc: &mut DocumentMut) {
+    let Some(servers) = doc.get_mut("mcp_servers").and_then(Item::as_table_like_mut) else {
+        return;
+    };
+    for (_, server) in servers.iter_mut() {
+        let Some(server) = server.as_table_like_mut() else {
+            continue;
+        };
+        for key in ["http_headers", "env"] {
+            if let Some(map) = server.get_mut(key).and_then(Item::as_table_like_mut) {
+                for (_, value) in map.iter_mut() {
+                    *value = Item::Value(Value::from(REDACTED));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn previews_config_and_argv_with_secrets_redacted() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::write(
+            base.path().join("config.toml"),
+            "[mcp_servers.mine]\nurl = \"http://h/\"\nhttp_headers = { Authorization = \"Bearer base-secret\" }\n",
+        )
+        .unwrap();
+        let home = HomeSettings {
+            base_home: base.path().to_path_buf(),
+            turn_root: base.path().to_path_buf(),
+        };
+        let input = concat!(
+            r#"{"type":"run","id":"a","params":{"prompt":"x","model":"m","env":{"K":"env-secret"},"mcp_servers":{"s":{"url":"http://h/","http_headers":{"Authorization":"Bearer req-secret"}}}}}"#,
+            "\n\n",
+            r#"{"type":"run","id":"b","params":{"prompt":"x","mcp_servers":{"s":{"url":"ftp://h"}}}}"#,
+            "\nnot json\n"
+        );
+        let mut out = Vec::new();
+        let refused = run(&home, input.as_bytes(), &mut out).unwrap();
+        assert_eq!(refused, 2);
+        let text = String::from_utf8(out).unwrap();
+        for secret in ["base-secret", "req-secret", "env-secret"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["ok"], true);
+        assert_eq!(lines[0]["env"], json!(["K"]));
+        assert!(lines[0]["argv"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--model=m")));
+        let config: DocumentMut = lines[0]["config_toml"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            config["mcp_servers"]["s"]["http_headers"]["X-Codex-Runner-Run-Id"].as_str(),
+            Some(REDACTED)
+        );
+        assert_eq!(config["mcp_servers"]["s"]["required"].as_bool(), Some(true));
+        assert_eq!(lines[1]["line"], 3);
+        assert_eq!(
+            (lines[1]["ok"].as_bool(), lines[1]["code"].as_str()),
+            (Some(false), Some("invalid_params"))
+        );
+        assert_eq!(lines[2]["code"], "malformed_json");
+    }
+}
