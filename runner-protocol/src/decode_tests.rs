@@ -141,3 +141,13 @@ fn params_errors_name_the_field() {
         e.message
     );
 }
+
+#[test]
+fn null_means_absent_for_collections_too() {
+    let line = br#"{"type":"run","id":"a","params":{"prompt":"x","mcp_servers":null,"env":null,"config":null,"additional_directories":null,"cwd":null}}"#;
+    let Ok(Request::Run { params: Ok(p), .. }) = decode_request(line) else {
+        panic!("null must read as absent");
+    };
+    assert!(p.mcp_servers.is_empty() && p.env.is_empty() && p.config.is_empty());
+    assert!(p.additional_directories.is_empty());
+}

@@ -28,16 +28,22 @@
 //! {"type":"rejected","code":"malformed_json","error":"...","line":7}
 //! ```
 //!
-//! See [`output`] for every line and [`codes`] for the error codes.
+//! See [`output`] for every line and [`codes`] for the error codes. The
+//! `event` of an `event` line is codex's own; [`events`] types it.
+//!
+//! With the `schema` feature every type derives `schemars::JsonSchema`; the
+//! generated schemas are checked in under `docs/schema/`.
 #![warn(missing_docs)]
 
 pub mod codes;
 mod decode;
+pub mod events;
 pub mod output;
 mod params;
 mod validate;
 
 pub use decode::{decode_request, Rejection, Request};
+pub use events::{ItemDetails, ThreadEvent, ThreadItem};
 pub use output::{DiagLevel, End, EndStatus, OutputLine, Rejected, StderrLine};
 pub use params::{
     ApprovalPolicy, ContentPart, Effort, Input, InputContent, McpServer, RunParams, SandboxMode,

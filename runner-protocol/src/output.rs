@@ -12,6 +12,7 @@ use serde_json::Value;
 
 /// One stdout line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutputLine {
     /// One event line of the run's codex child, exactly as codex printed it.
@@ -33,6 +34,7 @@ pub enum OutputLine {
 
 /// `{"type":"end",...}`: exactly one per accepted run, after all its events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct End {
     /// The run id.
     pub id: String,
@@ -67,6 +69,7 @@ pub struct End {
 
 /// `status` of an [`End`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EndStatus {
     /// The turn completed.
@@ -77,6 +80,7 @@ pub enum EndStatus {
 
 /// `{"type":"rejected",...}`: the answer to a line that names no run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Rejected {
     /// One of the `REJECT_*` codes.
     pub code: String,
@@ -92,6 +96,7 @@ pub struct Rejected {
 
 /// One structured stderr line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StderrLine {
     /// A diagnostic about one run (child stderr, dropped output lines).
@@ -112,6 +117,7 @@ pub enum StderrLine {
 
 /// Level of a [`StderrLine::Diag`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum DiagLevel {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 /// The first group of fields is the existing runner protocol; the rest are
 /// codex-runner additions, all optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunParams {
     /// Model slug, passed as `--model`.
@@ -37,7 +38,15 @@ pub struct RunParams {
     pub resume: Option<String>,
     /// MCP servers of this turn, by name. They are layered over the user's
     /// own `[mcp_servers]`; a server here replaces a base one of the same name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<BTreeMap<String, McpServer>>")
+    )]
     pub mcp_servers: BTreeMap<String, McpServer>,
     /// Exported to codex as env `OBJECTIVEAI_AGENT_INSTANCE_HIERARCHY`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,7 +66,12 @@ pub struct RunParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<serde_json::Map<String, serde_json::Value>>,
     /// Extra writable directories, passed as `--add-dir`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<Vec<String>>"))]
     pub additional_directories: Vec<String>,
     /// `sandbox_workspace_write.network_access`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,11 +90,27 @@ pub struct RunParams {
     pub compact_prompt: Option<String>,
     /// Arbitrary config overrides: dotted keys (`"features.plugins"`) to JSON
     /// values, merged into the synthesized config.toml last.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<BTreeMap<String, serde_json::Value>>")
+    )]
     pub config: BTreeMap<String, serde_json::Value>,
     /// Extra environment variables for the codex child. Values are secrets:
     /// they never appear in argv or logs.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<BTreeMap<String, String>>")
+    )]
     pub env: BTreeMap<String, String>,
     /// Wall-clock limit for the turn, in seconds, counted from its start
     /// (not from the time it was queued). Overrides `--turn-timeout`.
@@ -90,6 +120,7 @@ pub struct RunParams {
 
 /// The user input of a turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// Text, or a list of parts.
@@ -101,6 +132,7 @@ pub struct Input {
 
 /// `input.content`: a plain string or a list of [`ContentPart`]s.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum InputContent {
     /// A single text.
@@ -139,6 +171,7 @@ impl<'de> Deserialize<'de> for InputContent {
 
 /// One part of `input.content`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ContentPart {
     /// Text, joined with the other text parts by a blank line.
@@ -155,6 +188,7 @@ pub enum ContentPart {
 
 /// Reasoning effort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 #[allow(missing_docs)]
 pub enum Effort {
@@ -167,6 +201,7 @@ pub enum Effort {
 
 /// Sandbox mode of model-generated commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 #[allow(missing_docs)]
 pub enum SandboxMode {
@@ -179,6 +214,7 @@ pub enum SandboxMode {
 /// `never` differs from the others by what fails; `untrusted` is not offered
 /// because codex 0.169.0 rejects it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 #[allow(missing_docs)]
 pub enum ApprovalPolicy {
@@ -189,6 +225,7 @@ pub enum ApprovalPolicy {
 
 /// How codex treats an MCP server's tool calls (`default_tools_approval_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ToolsApproval {
     /// Calls run without asking (the runner's default for request servers:
@@ -202,6 +239,7 @@ pub enum ToolsApproval {
 
 /// One MCP server: streamable HTTP (`url`) or stdio (`command`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct McpServer {
     /// Streamable-HTTP endpoint (http or https).
@@ -253,6 +291,17 @@ pub struct McpServer {
     /// `default_tools_approval_mode`. Default: `approve`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools_approval: Option<ToolsApproval>,
+}
+
+/// `null` reads as the empty collection: the protocol treats `null` as
+/// "absent" for every optional field, and serde's `default` alone only
+/// covers a missing key.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl RunParams {
