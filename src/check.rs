@@ -82,6 +82,10 @@ fn check_line(home: &HomeSettings, line: u64, bytes: &[u8]) -> Verdict {
             request: Some("cancel"),
             ..base(Some(id), true)
         },
+        Ok(Request::Status { request_id }) => Verdict {
+            request: Some("status"),
+            ..base(request_id, true)
+        },
         Ok(Request::Run { id, params: Err(e) }) => {
             refuse(Some(id), codes::END_INVALID_PARAMS, e.message)
         }

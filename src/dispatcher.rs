@@ -12,11 +12,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use runner_protocol::{codes, End, Rejected, Rejection, Request, RunParams};
+use runner_protocol::status::{RunStatus, StatusReport, StatusTotals};
+use runner_protocol::{codes, End, OutputLine, Rejected, Rejection, Request, RunParams};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::turn::{run_turn, StopReason, TurnContext, TurnNotice};
+use crate::writer::encode;
 
 /// A line from the reader.
 #[derive(Debug)]
@@ -38,7 +40,10 @@ struct Live {
 
 enum LiveState {
     Queued(Box<RunParams>),
-    Running(watch::Sender<Option<StopReason>>),
+    Running {
+        stop: watch::Sender<Option<StopReason>>,
+        started: Instant,
+    },
 }
 
 /// Totals for the exit summary.
@@ -65,6 +70,7 @@ pub struct Dispatcher {
     /// Threads with a running turn, and that turn's id.
     busy_threads: HashMap<String, String>,
     totals: Totals,
+    born: Instant,
 }
 
 impl Dispatcher {
@@ -78,6 +84,7 @@ impl Dispatcher {
             running: 0,
             busy_threads: HashMap::new(),
             totals: Totals::default(),
+            born: Instant::now(),
         }
     }
 
@@ -161,6 +168,14 @@ impl Dispatcher {
         match decoded {
             Err(r) => self.reject(line_no, r.code, r.message, r.request_id).await,
             Ok(Request::Cancel { id }) => self.cancel(line_no, id).await,
+            Ok(Request::Status { request_id }) => {
+                let report = self.status(request_id);
+                let _ = self
+                    .ctx
+                    .out
+                    .send_raw(encode(&OutputLine::Status(report)))
+                    .await;
+            }
             Ok(Request::Run { id, params }) => {
                 if self.live.contains_key(&id) {
                     let error = format!("run id {id:?} is already queued or running");
@@ -198,7 +213,7 @@ impl Dispatcher {
                 self.reject(line_no, codes::REJECT_UNKNOWN_ID, error, Some(id))
                     .await;
             }
-            Some(LiveState::Running(stop)) => {
+            Some(LiveState::Running { stop, .. }) => {
                 // A second cancel, or one racing the turn's own end, is a no-op.
                 stop.send_if_modified(|reason| {
                     reason.is_none() && {
@@ -258,9 +273,11 @@ impl Dispatcher {
     fn start(&mut self, id: String) {
         let live = self.live.get_mut(&id).expect("queued runs are live");
         let (stop_tx, stop_rx) = watch::channel(None);
-        let LiveState::Queued(params) =
-            std::mem::replace(&mut live.state, LiveState::Running(stop_tx))
-        else {
+        let running = LiveState::Running {
+            stop: stop_tx,
+            started: Instant::now(),
+        };
+        let LiveState::Queued(params) = std::mem::replace(&mut live.state, running) else {
             unreachable!("only queued runs are started");
         };
         if let Some(thread) = &live.thread {
@@ -294,6 +311,53 @@ impl Dispatcher {
         });
     }
 
+    /// What is running and queued now.
+    fn status(&self, request_id: Option<String>) -> StatusReport {
+        let ms = |since: Instant| since.elapsed().as_millis() as u64;
+        let mut running: Vec<RunStatus> = self
+            .live
+            .iter()
+            .filter_map(|(id, live)| match &live.state {
+                LiveState::Running { stop, started } => Some(RunStatus {
+                    id: id.clone(),
+                    thread_id: live.thread.clone(),
+                    age_ms: ms(live.arrived),
+                    running_ms: Some(ms(*started)),
+                    stopping: stop.borrow().is_some(),
+                }),
+                LiveState::Queued(_) => None,
+            })
+            .collect();
+        running.sort_by_key(|r| std::cmp::Reverse(r.age_ms));
+        let queued = self
+            .queue
+            .iter()
+            .map(|id| {
+                let live = &self.live[id];
+                RunStatus {
+                    id: id.clone(),
+                    thread_id: live.thread.clone(),
+                    age_ms: ms(live.arrived),
+                    running_ms: None,
+                    stopping: false,
+                }
+            })
+            .collect();
+        StatusReport {
+            request_id,
+            running,
+            queued,
+            max_concurrent: self.max_concurrent,
+            uptime_ms: ms(self.born),
+            totals: StatusTotals {
+                accepted: self.totals.accepted,
+                ok: self.totals.ok,
+                failed: self.totals.failed,
+                refused: self.totals.refused,
+            },
+        }
+    }
+
     async fn stop_all(&mut self) {
         let queued: Vec<String> = self.queue.drain(..).collect();
         for id in queued {
@@ -309,7 +373,7 @@ impl Dispatcher {
             }
         }
         for live in self.live.values() {
-            if let LiveState::Running(stop) = &live.state {
+            if let LiveState::Running { stop, .. } = &live.state {
                 stop.send_if_modified(|reason| {
                     reason.is_none() && {
                         *reason = Some(StopReason::Shutdown);

@@ -110,7 +110,8 @@ fn route_line(shared: &Shared, line: &[u8]) {
         "end" | "rejected" => match serde_json::from_slice::<OutputLine>(line) {
             Ok(OutputLine::End(end)) => shared.end(end),
             Ok(OutputLine::Rejected(rejected)) => shared.rejected(rejected),
-            Ok(OutputLine::Event { .. }) => {}
+            // Only `end` and `rejected` are parsed here.
+            Ok(OutputLine::Event { .. } | OutputLine::Status(_)) => {}
             Err(e) => invalid(shared, line, envelope.id.as_deref(), e),
         },
         // A line type added after this client: ignored, as the protocol asks.

@@ -45,7 +45,7 @@ pub const REJECT_INVALID_UTF8: &str = "invalid_utf8";
 /// stdin was closed: the daemon no longer accepts runs. (Reserved: the
 /// daemon stops reading at EOF, so this is only sent by embedders.)
 pub const REJECT_SHUTTING_DOWN: &str = "shutting_down";
-/// The line is a `cancel` with fields other than `type` and `id`.
+/// The line is a `cancel` or `status` with fields other than `type` and `id`.
 pub const REJECT_INVALID_REQUEST: &str = "invalid_request";
 /// A bug in the runner ended the run (its task panicked). Reported, never
 /// silent: the run still gets its `end`.

@@ -28,6 +28,11 @@ pub enum Request {
         /// The id of the run to cancel.
         id: String,
     },
+    /// Ask what the daemon is doing; answered with a `status` line.
+    Status {
+        /// An optional id, echoed as the answer's `request_id`.
+        request_id: Option<String>,
+    },
 }
 
 /// A line that cannot be attributed to a run; answered with a `rejected` line.
@@ -84,14 +89,17 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Rejection> {
         None => {
             return Err(Rejection::new(
                 codes::REJECT_UNKNOWN_TYPE,
-                "missing field `type` (expected \"run\" or \"cancel\")",
+                "missing field `type` (expected \"run\", \"cancel\" or \"status\")",
             ))
         }
     };
+    if kind == "status" {
+        return status_request(object);
+    }
     if kind != "run" && kind != "cancel" {
         let mut rejection = Rejection::new(
             codes::REJECT_UNKNOWN_TYPE,
-            format!("unknown request type {kind:?} (expected \"run\" or \"cancel\")"),
+            format!("unknown request type {kind:?} (expected \"run\", \"cancel\" or \"status\")"),
         );
         rejection.request_id = object.get("id").and_then(Value::as_str).map(str::to_owned);
         return Err(rejection);
@@ -110,6 +118,31 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Rejection> {
     }
     let params = run_params(object).map(Box::new);
     Ok(Request::Run { id, params })
+}
+
+/// `{"type":"status"}`, with an optional string `id` and nothing else.
+fn status_request(mut object: Map<String, Value>) -> Result<Request, Rejection> {
+    let request_id = match object.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id),
+        Some(other) => {
+            return Err(Rejection::new(
+                codes::REJECT_MISSING_ID,
+                format!(
+                    "field `id` of a status request must be a string, got {}",
+                    kind_of(&other)
+                ),
+            ))
+        }
+    };
+    if let Some(field) = object.keys().next() {
+        return Err(Rejection {
+            code: codes::REJECT_INVALID_REQUEST,
+            message: format!("unknown field `{field}` in status request"),
+            request_id,
+        });
+    }
+    Ok(Request::Status { request_id })
 }
 
 fn take_id(object: &mut Map<String, Value>) -> Result<String, Rejection> {

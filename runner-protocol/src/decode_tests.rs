@@ -151,3 +151,25 @@ fn null_means_absent_for_collections_too() {
     assert!(p.mcp_servers.is_empty() && p.env.is_empty() && p.config.is_empty());
     assert!(p.additional_directories.is_empty());
 }
+
+#[test]
+fn status_requests() {
+    assert_eq!(
+        decode_request(br#"{"type":"status"}"#),
+        Ok(Request::Status { request_id: None })
+    );
+    assert_eq!(
+        decode_request(br#"{"type":"status","id":"s1"}"#),
+        Ok(Request::Status {
+            request_id: Some("s1".into())
+        })
+    );
+    assert_eq!(
+        rejected(r#"{"type":"status","id":3}"#).code,
+        codes::REJECT_MISSING_ID
+    );
+    assert_eq!(
+        rejected(r#"{"type":"status","verbose":true}"#).code,
+        codes::REJECT_INVALID_REQUEST
+    );
+}

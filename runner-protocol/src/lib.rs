@@ -40,6 +40,7 @@ mod decode;
 pub mod events;
 pub mod output;
 mod params;
+pub mod status;
 mod validate;
 
 pub use decode::{decode_request, Rejection, Request};

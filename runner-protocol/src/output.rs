@@ -30,6 +30,8 @@ pub enum OutputLine {
     /// A request line that could not be attributed to a run. It never ends a
     /// run: it carries no `id` field (see [`Rejected::request_id`]).
     Rejected(Rejected),
+    /// The answer to a `status` request.
+    Status(crate::status::StatusReport),
 }
 
 /// `{"type":"end",...}`: exactly one per accepted run, after all its events.

@@ -304,3 +304,52 @@ async fn timeouts_per_request_and_daemon_default() {
     assert_eq!(runs["default"].error(), "timed out after 0.300s");
     d.assert_clean_exit().await;
 }
+
+#[tokio::test]
+async fn status_lists_running_and_queued_runs() {
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("1")
+        .start()
+        .await;
+    let gate = Gate::new();
+    d.run("held", json!({"prompt": "x", "env": gate.env()}))
+        .await;
+    d.wait_for(|l| l["id"] == "held" && l["event"]["type"] == "turn.started")
+        .await;
+    d.run("waiting", json!({"prompt": "y", "resume": "thread-7"}))
+        .await;
+    d.send(json!({"type": "status", "id": "s1"})).await;
+    let status = d.wait_for(|l| l["type"] == "status").await;
+    assert_eq!(status["request_id"], "s1");
+    assert!(
+        status.get("id").is_none(),
+        "never mistaken for a run's line"
+    );
+    let running = status["running"].as_array().unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0]["id"], "held");
+    assert!(
+        running[0]["thread_id"].is_string(),
+        "learned from thread.started"
+    );
+    assert!(running[0]["running_ms"].is_u64());
+    assert_eq!(
+        status["queued"],
+        json!([{"id": "waiting", "thread_id": "thread-7", "age_ms": status["queued"][0]["age_ms"]}])
+    );
+    assert_eq!(status["max_concurrent"], 1);
+    assert_eq!(status["totals"]["accepted"], 2);
+    d.cancel("waiting").await;
+    gate.open().await;
+    let (runs, _) = d.collect(&["held", "waiting"]).await;
+    runs["held"].assert_ok();
+    d.send(json!({"type": "status"})).await;
+    let status = d.wait_for(|l| l["type"] == "status").await;
+    assert_eq!(status["running"], json!([]));
+    assert_eq!(
+        status["totals"],
+        json!({"accepted": 2, "ok": 1, "failed": 1, "refused": 0})
+    );
+    d.assert_clean_exit().await;
+}
