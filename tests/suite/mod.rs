@@ -6,3 +6,4 @@ mod hostile;
 mod lifecycle;
 mod load;
 mod protocol;
+mod real_codex;
