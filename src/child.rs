@@ -40,6 +40,9 @@ pub fn spawn(
     cgroup_procs: Option<std::os::fd::RawFd>,
 ) -> Result<Child, SpawnError> {
     let mut command = Command::new(&bin.program);
+    // The daemon's own log filter is not codex's: inherited, `RUST_LOG=debug`
+    // would flood every run's diag lines. A request may still set it in `env`.
+    command.env_remove("RUST_LOG");
     command
         .args(args)
         .envs(env)

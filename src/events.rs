@@ -208,16 +208,36 @@ impl TurnState {
     }
 }
 
-/// The last few non-empty stderr lines, joined.
+/// Why codex failed, from its stderr: its own last `Error…` line when it
+/// printed one (codex ends with `Error: <reason>` after log lines that can
+/// be kilobytes long), else the last few lines, each cut short.
 fn stderr_summary(tail: &[String]) -> Option<String> {
     let lines: Vec<&str> = tail
         .iter()
         .map(|l| l.trim())
         .filter(|l| !l.is_empty())
         .collect();
+    if let Some(error) = lines.iter().rev().find(|l| l.starts_with("Error")) {
+        return Some((*error).to_owned());
+    }
     let start = lines.len().saturating_sub(3);
-    (!lines.is_empty()).then(|| lines[start..].join(" | "))
+    let cut = |line: &&str| -> String {
+        match line.char_indices().nth(STDERR_LINE_CHARS) {
+            Some((at, _)) => format!("{}…", &line[..at]),
+            None => (*line).to_owned(),
+        }
+    };
+    (!lines.is_empty()).then(|| {
+        lines[start..]
+            .iter()
+            .map(cut)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    })
 }
+
+/// Longest piece of one stderr line in an error message.
+const STDERR_LINE_CHARS: usize = 400;
 
 fn humanize(d: Duration) -> String {
     let secs = d.as_secs_f64();

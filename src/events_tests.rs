@@ -98,7 +98,7 @@ fn failure_messages_say_why() {
     assert_eq!(end.code.as_deref(), Some(codes::END_CODEX_EXITED));
     assert_eq!(
         end.error.as_deref(),
-        Some("codex exited with status 3: a | Error: no rollout found | for thread (1 non-JSON stdout lines dropped)")
+        Some("codex exited with status 3: Error: no rollout found | for thread (1 non-JSON stdout lines dropped)")
     );
     let end = end_of(&[], ExitStatus::from_raw(libc::SIGABRT), &[]);
     assert_eq!(end.signal, Some(libc::SIGABRT));
@@ -159,4 +159,27 @@ fn over_long_lines_fail_an_otherwise_ok_run() {
     state.too_long(99);
     let end = state.into_end("r", exit(0), None, None, &[], &Redactor::default());
     assert_eq!(end.code.as_deref(), Some(codes::END_PROTOCOL_ERROR));
+}
+
+#[test]
+fn codex_error_line_wins_over_long_log_lines() {
+    let log = format!(
+        "2026-11-21T07:00:00Z ERROR codex_core::mcp: {}",
+        "x".repeat(1500)
+    );
+    let end = end_of(
+        &[],
+        exit(1),
+        &[
+            &log,
+            "Error: thread/start: required MCP servers failed to initialize: gone-away",
+            &log,
+        ],
+    );
+    assert_eq!(
+        end.error.as_deref(),
+        Some("codex exited with status 1: Error: thread/start: required MCP servers failed to initialize: gone-away")
+    );
+    let end = end_of(&[], exit(1), &[&log]);
+    assert!(end.error.as_deref().unwrap().len() < 500, "{:?}", end.error);
 }

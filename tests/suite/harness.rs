@@ -24,6 +24,12 @@ pub fn fake_codex_bin() -> PathBuf {
     codex_runner_test_support::workspace_bin("fake-codex", "fake-codex")
 }
 
+/// A private dir for per-turn homes, outside the system temp dir (codex
+/// warns about a CODEX_HOME under it).
+pub fn turn_root_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
 /// Output of one run: its events and its end.
 #[derive(Debug, Clone)]
 pub struct RunOutput {
@@ -105,9 +111,7 @@ impl DaemonBuilder {
 
     pub async fn start(self) -> Daemon {
         let base_home = tempfile::tempdir().unwrap();
-        let turn_root = self
-            .turn_root
-            .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
+        let turn_root = self.turn_root.unwrap_or_else(|| Arc::new(turn_root_dir()));
         let records = tempfile::tempdir().unwrap();
         if let Some(config) = &self.base_config {
             std::fs::write(base_home.path().join("config.toml"), config).unwrap();

@@ -177,7 +177,7 @@ async fn sigterm_ends_every_run_with_shutdown_and_exits_within_the_grace() {
 
 #[tokio::test]
 async fn a_sigkilled_daemon_takes_codex_along_and_the_next_one_cleans_up() {
-    let root = Arc::new(tempfile::tempdir().unwrap());
+    let root = Arc::new(super::harness::turn_root_dir());
     let mut first = Daemon::builder().turn_root(root.clone()).start().await;
     let cgroup = containment_is_cgroup(&first);
     let (codex, pids) = start_descendants(&mut first, "orphan").await;
