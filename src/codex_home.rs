@@ -286,6 +286,25 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_turn_still_removes_its_home() {
+        let root = tempfile::tempdir().unwrap();
+        let settings = HomeSettings {
+            base_home: root.path().join("home"),
+            turn_root: root.path().to_path_buf(),
+        };
+        let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
+        let mut seen = None;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let home = prepare(&settings, "r1", &params).unwrap();
+            seen = Some(home.path().to_path_buf());
+            panic!("a bug in the turn");
+        }));
+        assert!(result.is_err());
+        let seen = seen.unwrap();
+        assert!(!seen.exists(), "{} survived the panic", seen.display());
+    }
+
+    #[test]
     fn a_missing_base_home_is_created_for_sessions() {
         let root = tempfile::tempdir().unwrap();
         let settings = HomeSettings {

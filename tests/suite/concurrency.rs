@@ -135,6 +135,56 @@ async fn end_of_input_drains_queued_and_running_turns() {
     );
 }
 
+/// A turn printing 100 MiB faster than the test reads: the daemon's queue is
+/// bounded, so its memory stays far below the volume (codex waits on its
+/// pipe instead), and nothing is lost.
+#[tokio::test]
+async fn backpressure_bounds_memory_when_stdout_is_read_slowly() {
+    let mut d = Daemon::builder().env("RUST_LOG", "warn").start().await;
+    let pid = d.pid();
+    d.run(
+        "flood",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "many", "FAKE_CODEX_EVENTS": "100000", "FAKE_CODEX_PAYLOAD": "1024"}}),
+    )
+    .await;
+    let mut max_rss_kib = 0;
+    let mut items = 0;
+    loop {
+        let line = d.next_line().await;
+        if line["type"] == "end" {
+            assert_eq!(line["status"], "ok", "{line}");
+            break;
+        }
+        if line["event"]["type"] == "item.completed" {
+            assert!(line["event"]["item"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{items}:")));
+            items += 1;
+        }
+        if items % 5000 == 0 {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let rss: u64 = status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .unwrap()
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
+            max_rss_kib = max_rss_kib.max(rss);
+        }
+    }
+    assert_eq!(items, 100_000);
+    eprintln!("BACKPRESSURE: 100 MiB through the daemon, max RSS {max_rss_kib} KiB");
+    assert!(
+        max_rss_kib < 48 * 1024,
+        "the daemon buffered the flood: {max_rss_kib} KiB"
+    );
+    d.assert_clean_exit().await;
+}
+
 #[tokio::test]
 async fn a_slow_stdout_reader_does_not_lose_lines() {
     // The harness reads only after every request is written and the runs

@@ -127,6 +127,21 @@ async fn spawn_failure_and_config_errors() {
     assert!(run.error().contains("/nonexistent/codex"), "{}", run.end);
     d.assert_clean_exit().await;
 
+    let dir = tempfile::tempdir().unwrap();
+    let not_executable = dir.path().join("codex");
+    std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let mut d = Daemon::builder().codex_bin(&not_executable).start().await;
+    d.run("noexec", json!({"prompt": "x"})).await;
+    let run = d.collect_one("noexec").await;
+    assert_eq!(run.code(), Some("spawn_failed"));
+    assert!(
+        run.error().contains("not runnable") && run.error().contains("ermission denied"),
+        "{}",
+        run.end
+    );
+    assert!(d.leftover_turn_dirs().is_empty());
+    d.assert_clean_exit().await;
+
     let mut d = Daemon::builder()
         .base_config("model = = broken")
         .start()

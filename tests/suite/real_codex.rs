@@ -856,3 +856,35 @@ async fn sixteen_concurrent_turns_half_with_mcp() {
     assert!(d.leftover_turn_dirs().is_empty());
     d.assert_clean_exit().await;
 }
+
+/// `--codex-bin` given the npm launcher (a Node script) runs the native
+/// binary it wraps: signalling the launcher would orphan codex.
+#[tokio::test]
+async fn the_npm_launcher_is_resolved_to_the_native_binary() {
+    let codex = codex_or_skip!();
+    let launcher = codex_runner_test_support::repo_root().join(".tools/node_modules/.bin/codex");
+    if !launcher.exists() {
+        eprintln!(
+            "NOTE: no npm launcher at {} (CODEX_REAL_BIN points elsewhere); skipped",
+            launcher.display()
+        );
+        return;
+    }
+    let model = MockModel::start(Script::Default);
+    let mut d = Rig::start(&launcher, &codex_config_toml(&model.base_url())).await;
+    d.run("via-npm", json!({"prompt": "hello through the launcher"}))
+        .await;
+    let run = d.collect_one("via-npm").await;
+    run.assert_ok();
+    assert_eq!(run.agent_texts(), ["ok: hello through the launcher"]);
+    let resolved = d
+        .stderr()
+        .lines()
+        .find(|l| l.contains("codex executable"))
+        .unwrap_or_default()
+        .to_owned();
+    let native = codex.canonicalize().unwrap();
+    assert!(resolved.contains(native.to_str().unwrap()), "{resolved}");
+    assert!(resolved.contains("launcher=Some"), "{resolved}");
+    d.assert_clean_exit().await;
+}
