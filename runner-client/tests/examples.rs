@@ -9,7 +9,7 @@ use std::process::Command;
 use common::{binaries, repo_root, within, Scratch};
 
 #[allow(dead_code)] // its `main`
-#[path = "../examples/three_turns.rs"]
+#[path = "../../examples/rust/three_turns.rs"]
 mod three_turns;
 
 #[tokio::test]
