@@ -27,11 +27,13 @@ pub struct Summary {
 
 /// Serves requests from `input`, writing protocol lines to `output`, until
 /// `input` ends or `shutdown` fires, and every accepted run has its `end`.
+/// `kill_now`, after `shutdown`, skips the rest of the grace period.
 pub async fn run<R, W>(
     settings: Settings,
     input: R,
     output: W,
     shutdown: impl Future<Output = ()>,
+    kill_now: impl Future<Output = ()>,
 ) -> Summary
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -66,7 +68,7 @@ where
         }
     };
     let totals = Dispatcher::new(ctx, max_concurrent)
-        .run(inbound_rx, notice_rx, shutdown)
+        .run(inbound_rx, notice_rx, shutdown, kill_now)
         .await;
     // The reader may be blocked on stdin that never closes (shutdown case).
     reader.abort();

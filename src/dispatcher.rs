@@ -90,15 +90,19 @@ impl Dispatcher {
 
     /// Serves until the input is exhausted (or `shutdown` fires) and every
     /// accepted run has ended.
+    /// `kill_now` (a second signal) ends the grace period of a shutdown.
     pub async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut notices: mpsc::UnboundedReceiver<TurnNotice>,
         shutdown: impl Future<Output = ()>,
+        kill_now: impl Future<Output = ()>,
     ) -> Totals {
         tokio::pin!(shutdown);
+        tokio::pin!(kill_now);
         let mut reading = true;
         let mut shutting_down = false;
+        let mut killing = false;
         while reading || !self.live.is_empty() {
             tokio::select! {
                 biased;
@@ -107,6 +111,15 @@ impl Dispatcher {
                     reading = false;
                     tracing::info!(live = self.live.len(), "shutting down: stopping every run");
                     self.stop_all().await;
+                }
+                () = &mut kill_now, if shutting_down && !killing => {
+                    killing = true;
+                    tracing::warn!(live = self.live.len(), "second signal: killing every turn now");
+                    for live in self.live.values() {
+                        if let LiveState::Running { stop, .. } = &live.state {
+                            stop.send_replace(Some(StopReason::ShutdownNow));
+                        }
+                    }
                 }
                 Some(notice) = notices.recv() => self.on_notice(notice),
                 line = inbound.recv(), if reading => match line {

@@ -155,7 +155,7 @@ impl TurnState {
         if let Some(reason) = stop {
             return match reason {
                 StopReason::Cancelled => fail(codes::END_CANCELLED, "cancelled by request".into()),
-                StopReason::Shutdown => fail(
+                StopReason::Shutdown | StopReason::ShutdownNow => fail(
                     codes::END_SHUTDOWN,
                     "cancelled: the runner is shutting down".into(),
                 ),

@@ -118,7 +118,24 @@ fn main() -> ExitCode {
     let summary = runtime.block_on(async {
         let input = tokio::io::stdin();
         let output = tokio::io::stdout();
-        daemon::run(settings, input, output, shutdown_signal()).await
+        // The first SIGTERM/SIGINT stops every turn gracefully; a second one
+        // kills them without waiting out the grace period.
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut signals = Signals::new();
+        tokio::spawn(async move {
+            signals.next().await;
+            let _ = first_tx.send(());
+            signals.next().await;
+            let _ = second_tx.send(());
+        });
+        let first = async {
+            let _ = first_rx.await;
+        };
+        let second = async {
+            let _ = second_rx.await;
+        };
+        daemon::run(settings, input, output, first, second).await
     });
     tracing::info!(
         accepted = summary.totals.accepted,
@@ -229,13 +246,26 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("installing a SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("installing a SIGINT handler"),
+        }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

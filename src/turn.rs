@@ -29,6 +29,9 @@ pub enum StopReason {
     Cancelled,
     /// The daemon is shutting down.
     Shutdown,
+    /// The daemon got a second shutdown signal: kill now, no grace. A turn
+    /// already stopping for another reason keeps that reason.
+    ShutdownNow,
 }
 
 /// What a turn tells the dispatcher.
@@ -155,17 +158,27 @@ async fn drive(
     while !(stdout_done && exit.is_some()) {
         tokio::select! {
             biased;
-            changed = stop.changed(), if stop_reason.is_none() && !timed_out && exit.is_none() => {
+            changed = stop.changed(), if exit.is_none() => {
                 let reason = match changed {
                     Ok(()) => *stop.borrow_and_update(),
                     // The dispatcher is gone: treat as shutdown.
                     Err(_) => Some(StopReason::Shutdown),
                 };
-                if let Some(reason) = reason {
-                    stop_reason = Some(reason);
-                    container.note_descendants(pid);
-                    child::interrupt(pid);
-                    kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
+                let stopping = stop_reason.is_some() || timed_out;
+                match reason {
+                    Some(StopReason::ShutdownNow) => {
+                        stop_reason.get_or_insert(StopReason::Shutdown);
+                        container.note_descendants(pid);
+                        container.kill_all(pid);
+                        kill_at = None;
+                    }
+                    Some(reason) if !stopping => {
+                        stop_reason = Some(reason);
+                        container.note_descendants(pid);
+                        child::interrupt(pid);
+                        kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
+                    }
+                    _ => {}
                 }
             }
             _ = sleep_until(timeout_at.unwrap_or(far)), if timeout_at.is_some() && stop_reason.is_none() && !timed_out && exit.is_none() => {

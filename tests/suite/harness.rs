@@ -139,9 +139,12 @@ impl DaemonBuilder {
         let stderr_lines = Arc::new(Mutex::new(Vec::new()));
         let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
         let sink = stderr_lines.clone();
+        let stderr_grew = Arc::new(tokio::sync::Notify::new());
+        let grew = stderr_grew.clone();
         let stderr_task = tokio::spawn(async move {
             while let Ok(Some(line)) = stderr.next_line().await {
                 sink.lock().unwrap().push(line);
+                grew.notify_waiters();
             }
         });
         Daemon {
@@ -150,6 +153,7 @@ impl DaemonBuilder {
             stdout,
             stderr_lines,
             stderr_task: Some(stderr_task),
+            stderr_grew,
             pending: Vec::new(),
             base_home,
             turn_root,
@@ -165,6 +169,8 @@ pub struct Daemon {
     stderr_lines: Arc<Mutex<Vec<String>>>,
     /// Collects stderr until EOF; awaited at exit so no late line is missed.
     stderr_task: Option<tokio::task::JoinHandle<()>>,
+    /// Woken whenever a stderr line arrives.
+    stderr_grew: Arc<tokio::sync::Notify>,
     /// Lines read but not yet consumed by a collect call.
     pending: Vec<String>,
     pub base_home: tempfile::TempDir,
@@ -357,6 +363,34 @@ impl Daemon {
             "exit {status}; stderr:\n{}",
             self.stderr()
         );
+    }
+
+    /// Waits until the daemon's stderr has a line containing `needle`.
+    pub async fn wait_for_stderr(&self, needle: &str) {
+        let lines = self.stderr_lines.clone();
+        let found = async {
+            let mut seen = 0;
+            loop {
+                // Registered before looking, so a line that lands in between
+                // still wakes us.
+                let grew = self.stderr_grew.notified();
+                tokio::pin!(grew);
+                grew.as_mut().enable();
+                {
+                    let lines = lines.lock().unwrap();
+                    if lines[seen..].iter().any(|l| l.contains(needle)) {
+                        return;
+                    }
+                    seen = lines.len();
+                }
+                grew.await;
+            }
+        };
+        tokio::time::timeout(READ_TIMEOUT, found)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no stderr line with {needle:?}; stderr:\n{}", self.stderr())
+            });
     }
 
     pub fn stderr(&self) -> String {

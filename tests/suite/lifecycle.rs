@@ -176,6 +176,35 @@ async fn sigterm_ends_every_run_with_shutdown_and_exits_within_the_grace() {
 }
 
 #[tokio::test]
+async fn a_second_sigterm_skips_the_grace_period() {
+    // A grace longer than the harness's read timeout: only the second
+    // signal can end these turns in time.
+    let mut d = Daemon::builder()
+        .arg("--kill-grace")
+        .arg("600")
+        .start()
+        .await;
+    d.run(
+        "stubborn",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang_ignore_sigint"}}),
+    )
+    .await;
+    d.wait_for(|l| l["id"] == "stubborn" && l["event"]["type"] == "turn.started")
+        .await;
+    let codex = d.record("stubborn")["pid"].as_u64().unwrap();
+    d.signal(libc::SIGTERM);
+    // The first signal has been handled once the daemon logs it.
+    d.wait_for_stderr("shutting down: stopping every run").await;
+    assert!(alive(codex), "codex ignores SIGINT: only SIGKILL stops it");
+    d.signal(libc::SIGTERM);
+    let run = d.collect_one("stubborn").await;
+    assert_eq!(run.code(), Some("shutdown"));
+    assert_eq!(run.end["signal"], libc::SIGKILL);
+    assert!(d.wait_exit().await.success());
+    assert!(!alive(codex));
+}
+
+#[tokio::test]
 async fn a_sigkilled_daemon_takes_codex_along_and_the_next_one_cleans_up() {
     let root = Arc::new(super::harness::turn_root_dir());
     let mut first = Daemon::builder().turn_root(root.clone()).start().await;
