@@ -261,14 +261,7 @@ async fn dropping_the_runner_kills_the_daemon() {
         last = Some(item);
     }
     assert!(matches!(last, Some(Err(ClientError::Dropped))), "{last:?}");
-    within("daemon death", async {
-        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "))
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    codex_runner_test_support::wait_gone(pid, std::time::Duration::from_secs(20)).await;
 }
 
 #[tokio::test]

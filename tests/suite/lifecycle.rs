@@ -1,42 +1,19 @@
 //! Nothing lost, nothing leaked: stopping turns and the daemon itself leaves
 //! no process, no turn dir, and gives every run its `end`.
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::unix::AsyncFd;
 
 use super::harness::{Daemon, Gate, READ_TIMEOUT};
 
-/// Whether `pid` is a live process (a zombie has exited: not live).
-pub fn alive(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
-            state != Some('Z') && state != Some('X')
-        }
-        Err(_) => false,
-    }
+fn alive(pid: u64) -> bool {
+    codex_runner_test_support::alive(pid as u32)
 }
 
-/// Waits until `pid` exits, through a pidfd (readable once the process has
-/// terminated), so no polling. Panics after `within`.
-pub async fn wait_gone(pid: u64, within: Duration) {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        assert!(!alive(pid), "pidfd_open failed for live pid {pid}");
-        return;
-    }
-    // SAFETY: a fresh fd that nothing else owns or registers.
-    let fd = unsafe { AsyncFd::register(OwnedFd::from_raw_fd(fd as i32)) }
-        .unwrap_or_else(|e| panic!("registering a pidfd: {e:?}"));
-    let _ready = tokio::time::timeout(within, fd.readable())
-        .await
-        .unwrap_or_else(|_| panic!("process {pid} still alive after {within:?}"))
-        .unwrap();
+async fn wait_gone(pid: u64, within: Duration) {
+    codex_runner_test_support::wait_gone(pid as u32, within).await
 }
 
 fn containment_is_cgroup(d: &Daemon) -> bool {

@@ -211,20 +211,6 @@ fn pid_alive(pid: u32) -> bool {
     !matches!(state, Some("Z") | Some("X") | None)
 }
 
-/// Polls `cond` every 20 ms until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// 1. An HTTP MCP tool call: the item completes, the server receives the
 ///    request's `http_headers` and the per-turn headers (the thread id only
 ///    on the resumed turn), and each `end` is ok with thread id and usage.
@@ -663,14 +649,7 @@ async fn cancel_during_an_http_tool_call_leaves_nothing() {
     .await;
     let item = wait_tool_started(&mut d, &id).await;
     assert_eq!(item["tool"], "slow", "{item}");
-    assert!(
-        eventually(READ_TIMEOUT, || mcp
-            .calls()
-            .iter()
-            .any(|c| c.tool == "slow"))
-        .await,
-        "the slow call never reached the server"
-    );
+    mcp.wait_for_call("slow", READ_TIMEOUT).await;
     let (pids, home) = running_turn(&id);
     let (run, took) = cancel_and_collect(&mut d, &id).await;
 

@@ -126,3 +126,32 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
         })
         .clone()
 }
+
+/// Whether `pid` is a live process (a zombie has exited: not live).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next());
+        !matches!(state, Some('Z' | 'X') | None)
+    })
+}
+
+/// Waits until `pid` has exited, through a pidfd (readable once the process
+/// terminates, child of ours or not), so nothing polls; panics after `limit`.
+pub async fn wait_gone(pid: u32, limit: std::time::Duration) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        assert!(!alive(pid), "pidfd_open failed for live pid {pid}");
+        return;
+    }
+    // SAFETY: a fresh fd that nothing else owns or registers.
+    let fd = unsafe { tokio::io::unix::AsyncFd::register(OwnedFd::from_raw_fd(fd as i32)) }
+        .unwrap_or_else(|e| panic!("registering a pidfd: {e:?}"));
+    let _ready = tokio::time::timeout(limit, fd.readable())
+        .await
+        .unwrap_or_else(|_| panic!("process {pid} still alive after {limit:?}"))
+        .unwrap();
+}

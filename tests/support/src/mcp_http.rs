@@ -45,6 +45,8 @@ pub struct McpCall {
 /// stops it.
 pub struct McpHttpServer {
     calls: Arc<Mutex<Vec<McpCall>>>,
+    /// Woken on every recorded call, so tests wait instead of polling.
+    called: Arc<tokio::sync::Notify>,
     server: Background,
 }
 
@@ -52,8 +54,10 @@ impl McpHttpServer {
     /// Starts the server on a free port; panics if it cannot bind.
     pub fn start() -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let called = Arc::new(tokio::sync::Notify::new());
         let probe = Probe {
             calls: calls.clone(),
+            called: called.clone(),
         };
         let service = StreamableHttpService::new(
             move || Ok(probe.clone()),
@@ -62,7 +66,11 @@ impl McpHttpServer {
         );
         let server = Background::serve("mcp-http", TowerToHyperService::new(service))
             .expect("mcp server: bind 127.0.0.1");
-        Self { calls, server }
+        Self {
+            calls,
+            called,
+            server,
+        }
     }
 
     /// The URL for `[mcp_servers.NAME] url = ...`.
@@ -74,11 +82,32 @@ impl McpHttpServer {
     pub fn calls(&self) -> Vec<McpCall> {
         self.calls.lock().unwrap().clone()
     }
+
+    /// Waits until a call of `tool` has arrived; panics after `limit`.
+    pub async fn wait_for_call(&self, tool: &str, limit: std::time::Duration) -> McpCall {
+        let arrived = async {
+            loop {
+                // Registered before looking, so a call landing in between
+                // still wakes us.
+                let called = self.called.notified();
+                tokio::pin!(called);
+                called.as_mut().enable();
+                if let Some(call) = self.calls().into_iter().find(|c| c.tool == tool) {
+                    return call;
+                }
+                called.await;
+            }
+        };
+        tokio::time::timeout(limit, arrived)
+            .await
+            .unwrap_or_else(|_| panic!("no {tool} call reached the MCP server within {limit:?}"))
+    }
 }
 
 #[derive(Clone)]
 struct Probe {
     calls: Arc<Mutex<Vec<McpCall>>>,
+    called: Arc<tokio::sync::Notify>,
 }
 
 impl ServerHandler for Probe {
@@ -115,6 +144,7 @@ impl ServerHandler for Probe {
             headers: headers.clone(),
             meta: meta.clone(),
         });
+        self.called.notify_waiters();
         let result = match &*request.name {
             "whoami" => tools::text(json!({"headers": headers, "meta": meta}).to_string()),
             "write_note" => tools::text(format!("noted: {}", tools::text_arg(&args))),

@@ -203,7 +203,12 @@ fn stall_holds_the_stream_open_until_the_mock_is_dropped() {
         let eof = stream.read_to_end(&mut all).is_ok();
         (eof, started.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the request has arrived, the stream is stalled; then drop.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(model.wait_for_requests(1, QUICK));
     drop(model);
     let (eof, elapsed) = reader.join().unwrap();
     assert!(

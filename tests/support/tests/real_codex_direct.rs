@@ -293,15 +293,8 @@ async fn stdio_mcp_tool_runs_and_the_server_stops_with_codex() {
     assert_eq!(item["status"], "completed", "{run}");
     assert_eq!(item["result"]["content"][0]["text"], "echo: hello");
     let pid = std::fs::read_to_string(&pidfile).expect("the probe wrote its pid");
-    let proc_dir = format!("/proc/{}", pid.trim());
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::path::Path::new(&proc_dir).exists() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        !std::path::Path::new(&proc_dir).exists(),
-        "stdio MCP server outlived codex"
-    );
+    // Codex stops its stdio servers as it exits.
+    codex_runner_test_support::wait_gone(pid.trim().parse().unwrap(), Duration::from_secs(5)).await;
 }
 
 /// Each failure reply, repeated, fails the turn after codex's one retry
