@@ -121,13 +121,16 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Forwards codex's stderr as diag lines and returns its last lines.
+/// The last lines codex printed on stderr, shared between the forwarding
+/// task and the turn (which may stop waiting for that task).
+pub type StderrTail = std::sync::Arc<std::sync::Mutex<VecDeque<String>>>;
+
+/// Forwards codex's stderr as diag lines, keeping its last lines in `tail`.
 ///
 /// Bounded in memory whatever codex prints: long lines are cut, and only
 /// the last [`STDERR_TAIL_LINES`] are kept.
-pub async fn forward_stderr(stderr: ChildStderr, id: String, redactor: Redactor) -> Vec<String> {
+pub async fn forward_stderr(stderr: ChildStderr, id: String, redactor: Redactor, tail: StderrTail) {
     let mut framer = LineFramer::new(BufReader::new(stderr), STDERR_LINE_LIMIT);
-    let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL_LINES);
     while let Ok(Some(frame)) = framer.next_frame().await {
         let text = match frame {
             Frame::Line(line) => redactor.redact(String::from_utf8_lossy(&line).trim_end()),
@@ -137,12 +140,12 @@ pub async fn forward_stderr(stderr: ChildStderr, id: String, redactor: Redactor)
             continue;
         }
         emit(&id, level_of(&text), &format!("codex: {text}"));
+        let mut tail = tail.lock().unwrap();
         if tail.len() == STDERR_TAIL_LINES {
             tail.pop_front();
         }
         tail.push_back(text);
     }
-    tail.into()
 }
 
 fn level_of(line: &str) -> DiagLevel {

@@ -128,10 +128,12 @@ async fn drive(
         let _ = stdin.write_all(prompt.as_bytes()).await;
     });
     let stderr = proc.stderr.take().expect("stderr is piped");
-    let stderr_task = tokio::spawn(diag::forward_stderr(
+    let stderr_tail = diag::StderrTail::default();
+    let mut stderr_task = tokio::spawn(diag::forward_stderr(
         stderr,
         id.to_owned(),
         redactor.clone(),
+        stderr_tail.clone(),
     ));
     let stdout = proc.stdout.take().expect("stdout is piped");
     let mut framer = LineFramer::new(
@@ -257,7 +259,17 @@ async fn drive(
     // Whatever codex left behind (background commands, servers) goes with it.
     container.kill_all(pid);
     container.release().await;
-    let stderr_tail = stderr_task.await.unwrap_or_default();
+    // stderr closes when the last process holding it is gone; one that
+    // escaped (no cgroup) must not hold the turn's end hostage.
+    let stderr_wait = settings.kill_grace.max(Duration::from_secs(1));
+    if tokio::time::timeout(stderr_wait, &mut stderr_task)
+        .await
+        .is_err()
+    {
+        tracing::debug!("codex's stderr stays open after the turn; not waiting for it");
+        stderr_task.abort();
+    }
+    let stderr_tail: Vec<String> = stderr_tail.lock().unwrap().iter().cloned().collect();
     let end = state.into_end(
         id,
         exit.expect("loop ends with an exit status"),

@@ -99,6 +99,36 @@ async fn without_cgroups_cancel_still_reaches_setsid_commands() {
     d.assert_clean_exit().await;
 }
 
+/// Without a cgroup, a grandchild that escaped with codex's stdout and
+/// stderr keeps both pipes open; the turn must still end, within the grace.
+#[tokio::test]
+async fn an_escaped_grandchild_holding_the_pipes_does_not_hold_the_end() {
+    let mut d = Daemon::builder()
+        .arg("--containment")
+        .arg("process-group")
+        .arg("--kill-grace")
+        .arg("0.3")
+        .start()
+        .await;
+    d.run(
+        "leaky",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "spawn_descendants", "FAKE_CODEX_ORPHAN_KEEPS_STDIO": "1"}}),
+    )
+    .await;
+    let line = d
+        .wait_for(|l| l["id"] == "leaky" && l["event"]["item"]["pids"].is_array())
+        .await;
+    let orphan = line["event"]["item"]["pids"][1].as_u64().unwrap();
+    d.cancel("leaky").await;
+    let run = d.collect_one("leaky").await;
+    assert_eq!(run.code(), Some("cancelled"));
+    assert!(alive(orphan), "the test needs the escaped grandchild alive");
+    // SAFETY: kill with a pid from this test.
+    unsafe { libc::kill(orphan as libc::pid_t, libc::SIGKILL) };
+    wait_gone(orphan, READ_TIMEOUT).await;
+    d.assert_clean_exit().await;
+}
+
 #[tokio::test]
 async fn sigterm_ends_every_run_with_shutdown_and_exits_within_the_grace() {
     let grace = Duration::from_millis(500);

@@ -128,7 +128,13 @@ fn spawn_setsid_sleep() -> io::Result<i32> {
 /// pipe and exits, so the sleep is reparented (to init or a subreaper) but keeps our
 /// process group. Done with raw fork rather than `sh -c 'sleep &'`, because a
 /// non-interactive shell starts background jobs with SIGINT ignored.
+///
+/// With `FAKE_CODEX_ORPHAN_KEEPS_STDIO=1` the orphan daemonizes carelessly:
+/// it also leaves the group (setsid) and keeps our stdout and stderr, so
+/// only a cgroup can reach it, and the runner must not wait for those pipes
+/// to close.
 fn spawn_orphan_sleep() -> io::Result<i32> {
+    let keep_stdio = std::env::var_os("FAKE_CODEX_ORPHAN_KEEPS_STDIO").is_some_and(|v| v == "1");
     let prog = CString::new("sleep").unwrap();
     let arg = CString::new("600").unwrap();
     let argv = [prog.as_ptr(), arg.as_ptr(), std::ptr::null()];
@@ -145,7 +151,11 @@ fn spawn_orphan_sleep() -> io::Result<i32> {
             0 => {
                 let grandchild = libc::fork();
                 if grandchild == 0 {
-                    for fd in 0..3 {
+                    if keep_stdio {
+                        libc::setsid();
+                    }
+                    let redirect = if keep_stdio { 0..1 } else { 0..3 };
+                    for fd in redirect {
                         libc::dup2(null, fd);
                     }
                     cloexec_inherited();
