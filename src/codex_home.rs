@@ -11,14 +11,53 @@
 //! Never SQLite files: SQLite puts its -wal/-shm next to the path it opened,
 //! so a linked database would be shared unsafely; codex falls back to a file
 //! search under `sessions/` for resume.
+//!
+//! # Cost
+//!
+//! A turn's home is on the path of every turn, so it is cheap:
+//! - the base home is read once and then revalidated with two `stat`s per
+//!   turn (its `config.toml` and the directory itself): the parsed config and
+//!   the list of entries to link are cached, keyed by inode, size, mtime and
+//!   ctime, and a file changed less than [`SETTLED`] ago is re-read on every
+//!   turn (timestamps are coarser than edits);
+//! - the directory is removed by unlinking what we created and `rmdir`, with
+//!   a full recursive removal only when codex left files behind.
+//!
+//! # The database templates
+//!
+//! Codex keeps SQLite databases in CODEX_HOME (`state_<N>.sqlite`, goals,
+//! memories, queue, logs). In a brand-new home it creates each one and runs
+//! its migrations, and then *backfills* the state database by reading every
+//! rollout under `sessions/`: ~50 ms for an empty `sessions/`, and over a
+//! second per turn once the shared `sessions/` holds a thousand rollouts,
+//! since every turn's home is new. With a codex binary at hand
+//! ([`prepare_with`]), the first turn starts a one-off `codex exec resume
+//! <nil id>` in a scratch home with an empty config (it opens its databases,
+//! finds no such thread and exits); the databases it created (empty but for
+//! their migrations, the state database with backfill marked done; not the
+//! log database, which holds that run's log lines) are kept as templates and
+//! copied into every later turn's home. Codex then skips creation and
+//! backfill; `resume` still finds a thread's rollout by searching
+//! `sessions/`, as it does for any thread its database does not know. The
+//! templates are keyed by the codex binary (inode, size, mtime) and rebuilt
+//! when it changes; a build that fails (a codex that creates no state
+//! database, say) is not retried for that binary, and its turns go without.
+//! `CODEX_RUNNER_STATE_TEMPLATE=0` turns them off.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use runner_protocol::RunParams;
+use toml_edit::DocumentMut;
 
+use crate::codex_bin::CodexBin;
 use crate::config_toml::{self, ConfigError};
 
 /// Entries of the base home linked into every turn's home (when present).
@@ -39,6 +78,20 @@ const LINKED: &[&str] = &[
 /// Base-home directories created if missing: resume only works if the
 /// turn's rollout outlives the turn's home.
 const SHARED_DIRS: &[&str] = &["sessions", "thread-writer-locks"];
+
+/// Base-home directories created if missing, when we may (a read-only base
+/// home is fine): codex extracts its bundled skills into `skills/.system` of
+/// every home that lacks them, ~1.5 MB and 50 files, so a linked `skills/`
+/// makes that happen once instead of on every turn (as it does for a user
+/// running codex in that home).
+const SHARED_DIRS_BEST_EFFORT: &[&str] = &["skills"];
+
+/// A file whose mtime or ctime is younger than this may still change within
+/// the same timestamp tick: it is not cached.
+#[cfg(not(test))]
+const SETTLED: Duration = Duration::from_secs(2);
+#[cfg(test)]
+const SETTLED: Duration = Duration::from_millis(300);
 
 /// Where homes come from.
 #[derive(Debug, Clone)]
@@ -79,7 +132,11 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 /// A prepared per-turn home; the directory is removed on drop.
 #[derive(Debug)]
 pub struct TurnHome {
-    dir: tempfile::TempDir,
+    path: PathBuf,
+    /// What we put in it, removed one by one before the directory.
+    created: Vec<PathBuf>,
+    /// Already removed (by [`TurnHome::remove`]).
+    removed: bool,
     /// The output schema file, when the request has one.
     pub output_schema: Option<PathBuf>,
 }
@@ -87,12 +144,37 @@ pub struct TurnHome {
 impl TurnHome {
     /// The directory to export as CODEX_HOME.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     /// Removes the directory now, reporting failure.
-    pub fn remove(self) -> std::io::Result<()> {
-        self.dir.close()
+    pub fn remove(mut self) -> std::io::Result<()> {
+        self.removed = true;
+        remove_home(&self.path, &self.created)
+    }
+}
+
+impl Drop for TurnHome {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = remove_home(&self.path, &self.created);
+        }
+    }
+}
+
+/// Unlinks what we created, then the directory; if codex left anything
+/// there (it usually does: databases, `tmp/`), removes the rest too.
+fn remove_home(path: &Path, created: &[PathBuf]) -> std::io::Result<()> {
+    for entry in created {
+        let _ = fs::remove_file(entry);
+    }
+    match fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => match fs::remove_dir_all(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
     }
 }
 
@@ -153,50 +235,82 @@ pub fn clean_stale(root: &Path) {
     }
 }
 
-/// Prepares the home of one turn.
+/// Prepares the home of one turn (without database templates).
 pub fn prepare(
     settings: &HomeSettings,
     run_id: &str,
     params: &RunParams,
 ) -> Result<TurnHome, HomeError> {
+    prepare_with(settings, None, run_id, params)
+}
+
+/// Prepares the home of one turn for `codex`: as [`prepare`], plus copies of
+/// codex's database templates when they are ready for that binary (the first
+/// call for a binary starts building them in the background; until then, and
+/// if that fails, turns go without, as with [`prepare`]).
+pub fn prepare_with(
+    settings: &HomeSettings,
+    codex: Option<&CodexBin>,
+    run_id: &str,
+    params: &RunParams,
+) -> Result<TurnHome, HomeError> {
     let base = &settings.base_home;
-    let base_text = match fs::read_to_string(base.join("config.toml")) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io("reading", &base.join("config.toml"))(e)),
+    let snapshot = base_snapshot(base)?;
+    let mut doc = match &snapshot.config {
+        Some(doc) => doc.clone(),
+        None => DocumentMut::new(),
     };
-    let mut doc = config_toml::parse_base(base_text.as_deref())?;
     config_toml::synthesize(&mut doc, run_id, params)?;
+    let template = codex.and_then(state_template);
 
-    for shared in SHARED_DIRS {
-        let dir = base.join(shared);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io("creating", &dir))?;
-    }
-
-    // Private from the first instant: created 0700, not chmod-ed after.
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("turn-{}-", std::process::id()))
-        .permissions(fs::Permissions::from_mode(0o700))
-        .tempdir_in(&settings.turn_root)
-        .map_err(io("creating a dir in", &settings.turn_root))?;
-    let home = dir.path();
-
-    write_private(&home.join("config.toml"), doc.to_string().as_bytes())?;
-    let output_schema = match &params.output_schema {
-        Some(schema) => {
-            let path = home.join("output-schema.json");
-            let bytes = serde_json::to_vec(schema).expect("a JSON object serialises");
-            write_private(&path, &bytes)?;
-            Some(path)
-        }
-        None => None,
+    let path = create_turn_dir(&settings.turn_root)?;
+    // From here on, a failure removes the directory (drop).
+    let mut home = TurnHome {
+        path,
+        created: Vec::with_capacity(snapshot.links.len() + 4),
+        removed: false,
+        output_schema: None,
     };
-    link_base_entries(base, home)?;
-    Ok(TurnHome { dir, output_schema })
+    let config = home.path.join("config.toml");
+    write_private(&config, doc.to_string().as_bytes())?;
+    home.created.push(config);
+    if let Some(schema) = &params.output_schema {
+        let path = home.path.join("output-schema.json");
+        let bytes = serde_json::to_vec(schema).expect("a JSON object serialises");
+        write_private(&path, &bytes)?;
+        home.created.push(path.clone());
+        home.output_schema = Some(path);
+    }
+    for (name, target) in &snapshot.links {
+        let link = home.path.join(name);
+        std::os::unix::fs::symlink(target, &link).map_err(io("linking", &link))?;
+        home.created.push(link);
+    }
+    if let Some(template) = template {
+        for (name, bytes) in &template.files {
+            let path = home.path.join(name);
+            write_private(&path, bytes)?;
+            // Not in `created`: codex adds -shm/-wal files next to it anyway.
+        }
+    }
+    Ok(home)
+}
+
+/// `turn-<pid>-<n>`, created 0700: private from the first instant, and
+/// named so that a later daemon can tell whose it is (see [`clean_stale`]).
+fn create_turn_dir(root: &Path) -> Result<PathBuf, HomeError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = root.join(format!("turn-{pid}-{n}"));
+        match DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => return Ok(path),
+            // Left by an earlier daemon with our pid: take the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io("creating a dir in", root)(e)),
+        }
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
@@ -209,23 +323,314 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
     file.write_all(bytes).map_err(io("writing", path))
 }
 
-fn link_base_entries(base: &Path, home: &Path) -> Result<(), HomeError> {
-    let Ok(entries) = fs::read_dir(base) else {
-        return Ok(());
+/// Identity and version of a file, as far as `stat` can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(meta: &fs::Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Unchanged for long enough that an edit would have moved a timestamp.
+    fn settled(&self) -> bool {
+        let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) else {
+            return false;
+        };
+        let newest = self.mtime.max(self.ctime);
+        let newest = Duration::new(
+            newest.0.max(0) as u64,
+            newest.1.clamp(0, 999_999_999) as u32,
+        );
+        now.saturating_sub(newest) >= SETTLED
+    }
+}
+
+/// What the base home holds, as of the keys.
+#[derive(Debug)]
+struct BaseSnapshot {
+    /// `config.toml`'s key, `None` if absent.
+    config_key: Option<FileKey>,
+    /// The parsed `config.toml` (`None`: absent).
+    config: Option<DocumentMut>,
+    /// The base directory's key: its mtime moves whenever an entry is
+    /// added, removed or renamed.
+    dir_key: Option<FileKey>,
+    /// Entries to link: (name, target).
+    links: Vec<(OsString, PathBuf)>,
+}
+
+fn stat_key(path: &Path) -> Result<Option<FileKey>, HomeError> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(Some(FileKey::of(&meta))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("inspecting", path)(e)),
+    }
+}
+
+/// The base home's config and entries: from the cache when both keys still
+/// match, else read again (and cached when settled).
+fn base_snapshot(base: &Path) -> Result<Arc<BaseSnapshot>, HomeError> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<BaseSnapshot>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let config_path = base.join("config.toml");
+    let config_key = stat_key(&config_path)?;
+    let dir_key = stat_key(base)?;
+    let cached = cache.lock().expect("base cache").get(base).cloned();
+    if let Some(snapshot) = cached {
+        if snapshot.config_key == config_key && snapshot.dir_key == dir_key && dir_key.is_some() {
+            return Ok(snapshot);
+        }
+    }
+
+    let config = match config_key {
+        None => None,
+        Some(_) => match fs::read_to_string(&config_path) {
+            Ok(text) => Some(config_toml::parse_base(Some(&text))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io("reading", &config_path)(e)),
+        },
     };
+    // The key the text we read had (a write between stat and read would
+    // otherwise be cached under the older key).
+    let config_key = stat_key(&config_path)?;
+    for shared in SHARED_DIRS {
+        let dir = base.join(shared);
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("creating", &dir))?;
+    }
+    for shared in SHARED_DIRS_BEST_EFFORT {
+        let _ = DirBuilder::new().mode(0o700).create(base.join(shared));
+    }
+    let dir_key = stat_key(base)?;
+    let links = base_entries(base);
+    let snapshot = Arc::new(BaseSnapshot {
+        config_key,
+        config,
+        dir_key,
+        links,
+    });
+    let settled = config_key.map_or(true, |k| k.settled()) && dir_key.is_some_and(|k| k.settled());
+    let mut cache = cache.lock().expect("base cache");
+    if settled {
+        cache.insert(base.to_path_buf(), snapshot.clone());
+    } else {
+        cache.remove(base);
+    }
+    Ok(snapshot)
+}
+
+fn base_entries(base: &Path) -> Vec<(OsString, PathBuf)> {
+    let Ok(entries) = fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let mut links = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name_str) = name.to_str() else {
             continue;
         };
         let profile = name_str.ends_with(".config.toml");
-        if !(profile || LINKED.contains(&name_str)) {
-            continue;
+        if profile || LINKED.contains(&name_str) {
+            links.push((name.clone(), entry.path()));
         }
-        let link = home.join(&name);
-        std::os::unix::fs::symlink(entry.path(), &link).map_err(io("linking", &link))?;
     }
-    Ok(())
+    links
+}
+
+/// A pristine state database: file name and contents (the database and, if
+/// codex left one, its write-ahead log).
+#[derive(Debug)]
+struct StateTemplate {
+    files: Vec<(OsString, Vec<u8>)>,
+}
+
+#[derive(Debug)]
+enum TemplateSlot {
+    Building,
+    Ready(Arc<StateTemplate>),
+    Unavailable,
+}
+
+/// The template for `bin`, if ready; starts building it on first use.
+fn state_template(bin: &CodexBin) -> Option<Arc<StateTemplate>> {
+    static SLOTS: OnceLock<Mutex<HashMap<FileKey, TemplateSlot>>> = OnceLock::new();
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    if !*ENABLED
+        .get_or_init(|| std::env::var_os("CODEX_RUNNER_STATE_TEMPLATE").map_or(true, |v| v != "0"))
+    {
+        return None;
+    }
+    let key = FileKey::of(&fs::metadata(&bin.program).ok()?);
+    let slots = SLOTS.get_or_init(Default::default);
+    let mut guard = slots.lock().expect("template slots");
+    match guard.get(&key) {
+        Some(TemplateSlot::Ready(template)) => return Some(template.clone()),
+        Some(_) => return None,
+        None => {}
+    }
+    guard.insert(key, TemplateSlot::Building);
+    drop(guard);
+    let bin = bin.clone();
+    let spawned = std::thread::Builder::new()
+        .name("state-template".into())
+        .spawn(move || {
+            let slot = match build_state_template(&bin) {
+                Ok(template) => {
+                    tracing::debug!(
+                        files = template.files.len(),
+                        "codex state database template ready"
+                    );
+                    TemplateSlot::Ready(Arc::new(template))
+                }
+                Err(why) => {
+                    tracing::debug!("no codex state database template: {why}");
+                    TemplateSlot::Unavailable
+                }
+            };
+            slots.lock().expect("template slots").insert(key, slot);
+        });
+    if spawned.is_err() {
+        slots
+            .lock()
+            .expect("template slots")
+            .insert(key, TemplateSlot::Unavailable);
+    }
+    None
+}
+
+const TEMPLATE_DIR_PREFIX: &str = "codex-runner-db-template-";
+
+/// Removes the template scratch dirs of daemons that are gone.
+fn clean_stale_templates(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEMPLATE_DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !crate::containment::is_live_runner(pid) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Runs `codex exec resume <nil id>` in a scratch home with an empty config
+/// and a minimal environment (no request, no secrets, no user config), and
+/// keeps the state database it created. Bounded to 60 s.
+fn build_state_template(bin: &CodexBin) -> Result<StateTemplate, String> {
+    const NIL_THREAD: &str = "00000000-0000-0000-0000-000000000000";
+    // In the temporary directory, not the turn root: it holds no secret,
+    // and the turn root holds turns only. Removed when this ends, or, if the
+    // daemon exits first, by the next daemon's build (the name has our pid).
+    let tmp = std::env::temp_dir();
+    clean_stale_templates(&tmp);
+    let home = tempfile::Builder::new()
+        .prefix(&format!("{TEMPLATE_DIR_PREFIX}{}-", std::process::id()))
+        .permissions(fs::Permissions::from_mode(0o700))
+        .tempdir_in(&tmp)
+        .map_err(|e| e.to_string())?;
+    let scratch = home.path().to_path_buf();
+    fs::write(scratch.join("config.toml"), "").map_err(|e| e.to_string())?;
+    let mut command = std::process::Command::new(&bin.program);
+    command
+        .args([
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "resume",
+            NIL_THREAD,
+            "-",
+        ])
+        .env_clear()
+        .env("CODEX_HOME", &scratch)
+        .env("RUST_BACKTRACE", "0")
+        .current_dir(&scratch)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = match &bin.path_prepend {
+        Some(dir) => {
+            let mut joined = OsString::from(dir);
+            joined.push(":");
+            joined.push(&path);
+            joined
+        }
+        None => path,
+    };
+    command.env("PATH", path);
+    if let Some(home) = std::env::var_os("HOME") {
+        command.env("HOME", home);
+    }
+    let mut child = command.spawn().map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"x");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+                let _ = child.wait();
+                return Err("codex did not exit within 60 s".into());
+            }
+        }
+    }
+    // Whatever it left running in its group goes too.
+    // SAFETY: as above; ESRCH when the group is empty.
+    unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+    let mut files = Vec::new();
+    for entry in fs::read_dir(&scratch).map_err(|e| e.to_string())?.flatten() {
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        // Every database but the log one (it holds this run's log lines).
+        if !text.starts_with("logs_")
+            && (text.ends_with(".sqlite") || text.ends_with(".sqlite-wal"))
+        {
+            files.push((
+                name.clone(),
+                fs::read(entry.path()).map_err(|e| e.to_string())?,
+            ));
+        }
+    }
+    drop(home);
+    if !files.iter().any(|(n, _)| {
+        let n = n.to_string_lossy();
+        n.starts_with("state_") && n.ends_with(".sqlite")
+    }) {
+        return Err("codex created no state database".into());
+    }
+    files.sort();
+    Ok(StateTemplate { files })
 }
 
 #[cfg(test)]
@@ -302,6 +707,151 @@ mod tests {
         assert!(result.is_err());
         let seen = seen.unwrap();
         assert!(!seen.exists(), "{} survived the panic", seen.display());
+    }
+
+    #[test]
+    fn a_changed_base_config_is_seen_by_the_next_turn() {
+        let base = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let settings = HomeSettings {
+            base_home: base.path().to_path_buf(),
+            turn_root: root.path().to_path_buf(),
+        };
+        let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
+        let config_of = |settings: &HomeSettings| {
+            let home = prepare(settings, "r1", &params).unwrap();
+            let text = fs::read_to_string(home.path().join("config.toml")).unwrap();
+            let links: Vec<String> = fs::read_dir(home.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_type().unwrap().is_symlink())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            (text, links)
+        };
+        fs::write(base.path().join("config.toml"), "model = \"a\"\n").unwrap();
+        assert!(config_of(&settings).0.starts_with("model = \"a\"\n"));
+        // Same size, same second: still seen.
+        fs::write(base.path().join("config.toml"), "model = \"b\"\n").unwrap();
+        assert!(config_of(&settings).0.starts_with("model = \"b\"\n"));
+        fs::write(base.path().join("auth.json"), "{}").unwrap();
+        assert!(config_of(&settings).1.contains(&"auth.json".to_owned()));
+        fs::remove_file(base.path().join("auth.json")).unwrap();
+        assert!(!config_of(&settings).1.contains(&"auth.json".to_owned()));
+        fs::remove_file(base.path().join("config.toml")).unwrap();
+        assert!(config_of(&settings).0.is_empty());
+    }
+
+    #[test]
+    fn a_settled_base_is_cached_and_revalidated() {
+        let base = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        fs::write(base.path().join("config.toml"), "model = \"old\"\n").unwrap();
+        fs::create_dir(base.path().join("sessions")).unwrap();
+        fs::create_dir(base.path().join("thread-writer-locks")).unwrap();
+        fs::create_dir(base.path().join("skills")).unwrap();
+        std::thread::sleep(SETTLED + Duration::from_millis(50));
+        let first = base_snapshot(base.path()).unwrap();
+        let second = base_snapshot(base.path()).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "a settled base is served from the cache"
+        );
+        fs::write(base.path().join("config.toml"), "model = \"new\"\n").unwrap();
+        let third = base_snapshot(base.path()).unwrap();
+        assert!(third.config.as_ref().unwrap().to_string().contains("new"));
+        let settings = HomeSettings {
+            base_home: base.path().to_path_buf(),
+            turn_root: root.path().to_path_buf(),
+        };
+        let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
+        let home = prepare(&settings, "r1", &params).unwrap();
+        let path = home.path().to_path_buf();
+        // codex leaves files of its own: they go too.
+        fs::create_dir_all(path.join("tmp/arg0")).unwrap();
+        fs::write(path.join("state_5.sqlite"), "x").unwrap();
+        home.remove().unwrap();
+        assert!(!path.exists());
+        assert!(base.path().join("sessions").is_dir());
+    }
+
+    #[test]
+    fn the_state_database_template_is_built_once_and_copied_into_each_home() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("home");
+        let root = dir.path().join("turns");
+        fs::create_dir_all(&root).unwrap();
+        // A stand-in codex: checks its argv, creates a state database and a
+        // log database (not templated), and counts its runs.
+        let codex = dir.path().join("codex");
+        let runs = dir.path().join("runs");
+        fs::write(
+            &codex,
+            format!(
+                "#!/bin/sh\n[ \"$4 $5\" = \"resume 00000000-0000-0000-0000-000000000000\" ] || exit 3\n\
+                 [ -z \"$SECRET\" ] || exit 4\n\
+                 echo run >> {runs}\nprintf db > \"$CODEX_HOME/state_9.sqlite\"\n\
+                 printf goals > \"$CODEX_HOME/goals_1.sqlite\"\n\
+                 printf wal > \"$CODEX_HOME/state_9.sqlite-wal\"\nprintf x > \"$CODEX_HOME/logs_2.sqlite\"\nexit 1\n",
+                runs = runs.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&codex, fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = CodexBin::plain(codex);
+        let settings = HomeSettings {
+            base_home: base,
+            turn_root: root.clone(),
+        };
+        let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let home = loop {
+            let home = prepare_with(&settings, Some(&bin), "r1", &params).unwrap();
+            if home.path().join("state_9.sqlite").exists() {
+                break home;
+            }
+            assert!(std::time::Instant::now() < deadline, "no template");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(fs::read(home.path().join("state_9.sqlite")).unwrap(), b"db");
+        assert_eq!(
+            fs::read(home.path().join("state_9.sqlite-wal")).unwrap(),
+            b"wal"
+        );
+        assert_eq!(
+            fs::read(home.path().join("goals_1.sqlite")).unwrap(),
+            b"goals"
+        );
+        assert!(!home.path().join("logs_2.sqlite").exists());
+        let again = prepare_with(&settings, Some(&bin), "r2", &params).unwrap();
+        assert!(again.path().join("state_9.sqlite").exists());
+        assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n", "built once");
+        drop((home, again));
+        let left: Vec<_> = fs::read_dir(&root).unwrap().flatten().collect();
+        assert!(
+            left.is_empty(),
+            "turn homes removed, no scratch dir in the turn root: {left:?}"
+        );
+    }
+
+    #[test]
+    fn template_scratch_dirs_of_dead_daemons_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        // pid 1 is never a codex-runner; ours is alive; a foreign name is kept.
+        let dead = tmp.path().join(format!("{TEMPLATE_DIR_PREFIX}1-abc"));
+        let ours = tmp
+            .path()
+            .join(format!("{TEMPLATE_DIR_PREFIX}{}-abc", std::process::id()));
+        let other = tmp.path().join("something-else");
+        for dir in [&dead, &ours, &other] {
+            fs::create_dir(dir).unwrap();
+            fs::write(dir.join("config.toml"), "").unwrap();
+        }
+        clean_stale_templates(tmp.path());
+        assert!(!dead.exists());
+        assert!(ours.exists());
+        assert!(other.exists());
     }
 
     #[test]

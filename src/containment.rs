@@ -175,6 +175,25 @@ impl TurnContainer {
         crate::child::kill_group(pid);
     }
 
+    /// After codex was reaped: SIGKILL to the cgroup, or to the descendants
+    /// noted while codex lived, and to its process group. No walk of the
+    /// process tree: codex's children were reparented when it exited, so a
+    /// walk from its pid finds nothing of the turn, only, once the pid is
+    /// reused, the children of an unrelated process.
+    pub fn kill_after_exit(&mut self, pid: u32) {
+        if self.cgroup.is_some() {
+            self.kill_all(pid);
+            return;
+        }
+        for &descendant in &self.noted {
+            // SAFETY: kill has no memory-safety preconditions.
+            if unsafe { libc::kill(descendant as libc::pid_t, libc::SIGKILL) } == 0 {
+                self.killed.push(descendant);
+            }
+        }
+        crate::child::kill_group(pid);
+    }
+
     /// Waits (bounded) until everything killed is gone, so that a turn's
     /// `end` means its processes are dead, and removes the turn's cgroup.
     pub async fn release(mut self) {

@@ -9,10 +9,9 @@ use std::io::Write;
 
 use runner_protocol::output::StderrLine;
 use runner_protocol::{DiagLevel, RunParams};
-use tokio::io::BufReader;
 use tokio::process::ChildStderr;
 
-use crate::lines::{Frame, LineFramer};
+use crate::lines::{ChunkReader, Frame, LineFramer};
 
 /// Stderr lines kept per turn for its error message.
 const STDERR_TAIL_LINES: usize = 20;
@@ -130,7 +129,10 @@ pub type StderrTail = std::sync::Arc<std::sync::Mutex<VecDeque<String>>>;
 /// Bounded in memory whatever codex prints: long lines are cut, and only
 /// the last [`STDERR_TAIL_LINES`] are kept.
 pub async fn forward_stderr(stderr: ChildStderr, id: String, redactor: Redactor, tail: StderrTail) {
-    let mut framer = LineFramer::new(BufReader::new(stderr), STDERR_LINE_LIMIT);
+    let mut framer = LineFramer::new(
+        ChunkReader::new(stderr, 2 * STDERR_LINE_LIMIT),
+        STDERR_LINE_LIMIT,
+    );
     while let Ok(Some(frame)) = framer.next_frame().await {
         let text = match frame {
             Frame::Line(line) => redactor.redact(String::from_utf8_lossy(&line).trim_end()),

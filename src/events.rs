@@ -1,9 +1,15 @@
 //! What a turn learns from codex's event lines, and how its `end` is decided.
 //!
-//! Each line is parsed once, into a borrowed peek of the few top-level fields
-//! we need; the rest (including `item`, where codex prints a duplicate `id`
-//! key for `web_search`) is only validated and skipped, and the line is
-//! forwarded as the exact bytes codex printed.
+//! Each line is forwarded as the exact bytes codex printed, once we know it
+//! is a JSON object. Most lines (`item.*`, `turn.started`) need nothing more:
+//! a single-pass scanner ([`scan`]) validates them exactly as serde_json
+//! would and finds their top-level `type`, without building anything. The few
+//! lines a turn learns from (`thread.started`, `turn.completed`,
+//! `turn.failed`, `error`), and anything the scanner is unsure of (escaped
+//! top-level keys, nesting deeper than 128), are parsed once into a borrowed
+//! peek of the top-level fields we need; the rest (including `item`, where
+//! codex prints a duplicate `id` key for `web_search`) is only validated and
+//! skipped.
 
 use std::borrow::Cow;
 use std::process::ExitStatus;
@@ -65,6 +71,19 @@ impl TurnState {
         if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             self.non_json_lines += 1;
             return EventPeek::NotJson;
+        }
+        match scan::object(line) {
+            scan::Scan::Invalid => {
+                self.non_json_lines += 1;
+                return EventPeek::NotJson;
+            }
+            scan::Scan::Valid { kind } if !kind.is_some_and(is_learned_from) => {
+                return EventPeek::Event {
+                    thread_started: None,
+                }
+            }
+            // A line we learn from, or an odd one: the full peek below.
+            _ => {}
         }
         let peek: Peek = match serde_json::from_slice(line) {
             Ok(peek) => peek,
@@ -245,6 +264,244 @@ fn humanize(d: Duration) -> String {
         format!("{}s", secs as u64)
     } else {
         format!("{secs:.3}s")
+    }
+}
+
+/// Event types whose fields a turn records (see [`TurnState::observe`]).
+fn is_learned_from(kind: &[u8]) -> bool {
+    matches!(
+        kind,
+        b"thread.started" | b"turn.completed" | b"turn.failed" | b"error"
+    )
+}
+
+/// A single-pass JSON validator for one line, exactly as strict as
+/// `serde_json::from_slice::<IgnoredAny>` (which it replaces on the hot path;
+/// the tests check the two agree): RFC 8259 grammar, whitespace is space, tab,
+/// CR and LF only, no control characters in strings, valid escapes, no
+/// trailing characters; like serde_json, it does not check UTF-8 inside
+/// strings. It also finds the first top-level `"type"` whose value is a
+/// string without escapes.
+pub(crate) mod scan {
+    /// What [`object`] found.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Scan<'a> {
+        /// Valid JSON; `kind` is the top-level `type` if it is a plain string.
+        Valid {
+            /// The raw bytes of the `type` value, without quotes.
+            kind: Option<&'a [u8]>,
+        },
+        /// Not JSON.
+        Invalid,
+        /// Valid as far as we looked, but the caller should parse it fully:
+        /// an escaped top-level key or `type` value, or deeper nesting than
+        /// serde_json's limit.
+        Unsure,
+    }
+
+    const MAX_DEPTH: usize = 128;
+
+    fn ws(b: &[u8], mut i: usize) -> usize {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        i
+    }
+
+    /// Index of the first `"`, `\` or control character at or after `i`.
+    fn special(b: &[u8], mut i: usize) -> usize {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        while i + 8 <= b.len() {
+            let x = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+            let quote = x ^ (ONES * b'"' as u64);
+            let backslash = x ^ (ONES * b'\\' as u64);
+            let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+            // Bytes below 0x20 (bytes of 0x80 and above never match).
+            let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+            let hits = zero(quote) | zero(backslash) | control;
+            if hits != 0 {
+                // The lowest flagged byte is exact (later ones may not be).
+                return i + (hits.trailing_zeros() / 8) as usize;
+            }
+            i += 8;
+        }
+        while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+            i += 1;
+        }
+        i
+    }
+
+    /// A string whose opening quote is at `i - 1`: the index after its
+    /// closing quote, and whether it had escapes.
+    fn string(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
+        let mut escaped = false;
+        loop {
+            i = special(b, i);
+            match b.get(i)? {
+                b'"' => return Some((i + 1, escaped)),
+                b'\\' => {
+                    escaped = true;
+                    match b.get(i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                        b'u' => {
+                            let hex = b.get(i + 2..i + 6)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            i += 6;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None, // a control character
+            }
+        }
+    }
+
+    fn number(b: &[u8], mut i: usize) -> Option<usize> {
+        let digits = |b: &[u8], mut i: usize| {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            (i > start).then_some(i)
+        };
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i)? {
+            b'0' => {
+                i += 1;
+                if b.get(i).is_some_and(u8::is_ascii_digit) {
+                    return None;
+                }
+            }
+            b'1'..=b'9' => i = digits(b, i)?,
+            _ => return None,
+        }
+        if b.get(i) == Some(&b'.') {
+            i = digits(b, i + 1)?;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            i = digits(b, i)?;
+        }
+        Some(i)
+    }
+
+    enum Step {
+        Value,
+        Key,
+        After,
+    }
+
+    /// Scans one line that should hold exactly one JSON value.
+    pub fn object(b: &[u8]) -> Scan<'_> {
+        match scan(b) {
+            Ok(scan) => scan,
+            Err(()) => Scan::Invalid,
+        }
+    }
+
+    fn scan(b: &[u8]) -> Result<Scan<'_>, ()> {
+        let mut stack = [0u8; MAX_DEPTH + 1];
+        let mut depth = 0;
+        let mut kind: Option<&[u8]> = None;
+        // The value being read is the top-level `type`.
+        let mut is_type = false;
+        let mut i = 0;
+        let mut step = Step::Value;
+        loop {
+            match step {
+                Step::Value => {
+                    i = ws(b, i);
+                    let this_is_type = std::mem::take(&mut is_type);
+                    match *b.get(i).ok_or(())? {
+                        open @ (b'{' | b'[') => {
+                            depth += 1;
+                            if depth > MAX_DEPTH {
+                                return Ok(Scan::Unsure);
+                            }
+                            stack[depth] = open;
+                            i = ws(b, i + 1);
+                            let close = if open == b'{' { b'}' } else { b']' };
+                            if b.get(i) == Some(&close) {
+                                depth -= 1;
+                                i += 1;
+                                step = Step::After;
+                            } else {
+                                step = if open == b'{' { Step::Key } else { Step::Value };
+                            }
+                            continue;
+                        }
+                        b'"' => {
+                            let (end, escaped) = string(b, i + 1).ok_or(())?;
+                            if this_is_type && kind.is_none() {
+                                if escaped {
+                                    return Ok(Scan::Unsure);
+                                }
+                                kind = Some(&b[i + 1..end - 1]);
+                            }
+                            i = end;
+                        }
+                        b't' if b[i..].starts_with(b"true") => i += 4,
+                        b'f' if b[i..].starts_with(b"false") => i += 5,
+                        b'n' if b[i..].starts_with(b"null") => i += 4,
+                        b'-' | b'0'..=b'9' => i = number(b, i).ok_or(())?,
+                        _ => return Err(()),
+                    }
+                    step = Step::After;
+                }
+                Step::Key => {
+                    if b.get(i) != Some(&b'"') {
+                        return Err(());
+                    }
+                    let (end, escaped) = string(b, i + 1).ok_or(())?;
+                    if depth == 1 {
+                        if escaped {
+                            // Could spell `type`: let serde decide.
+                            return Ok(Scan::Unsure);
+                        }
+                        is_type = &b[i + 1..end - 1] == b"type";
+                    }
+                    i = ws(b, end);
+                    if b.get(i) != Some(&b':') {
+                        return Err(());
+                    }
+                    i += 1;
+                    step = Step::Value;
+                }
+                Step::After => {
+                    i = ws(b, i);
+                    if depth == 0 {
+                        return if i == b.len() {
+                            Ok(Scan::Valid { kind })
+                        } else {
+                            Err(())
+                        };
+                    }
+                    match (stack[depth], *b.get(i).ok_or(())?) {
+                        (b'{', b',') => {
+                            i = ws(b, i + 1);
+                            step = Step::Key;
+                        }
+                        (b'[', b',') => {
+                            i += 1;
+                            step = Step::Value;
+                        }
+                        (b'{', b'}') | (b'[', b']') => {
+                            depth -= 1;
+                            i += 1;
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -183,3 +183,159 @@ fn codex_error_line_wins_over_long_log_lines() {
     let end = end_of(&[], exit(1), &[&log]);
     assert!(end.error.as_deref().unwrap().len() < 500, "{:?}", end.error);
 }
+
+/// The observe of before the scanner: serde_json only. The scanner must never
+/// change what a line is classified as.
+fn observe_reference(line: &[u8]) -> (EventPeek, Option<String>, bool) {
+    let mut state = TurnState::default();
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return (EventPeek::NotJson, None, false);
+    }
+    let peek = match serde_json::from_slice::<Peek>(line) {
+        Ok(peek) => peek,
+        Err(_) => {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() {
+                return (
+                    EventPeek::Event {
+                        thread_started: None,
+                    },
+                    None,
+                    false,
+                );
+            }
+            return (EventPeek::NotJson, None, false);
+        }
+    };
+    // Reuse the real field handling through a line known to need it.
+    let _ = &mut state;
+    let kind = peek.kind.as_deref().map(str::to_owned);
+    let learned = kind
+        .as_deref()
+        .is_some_and(|k| is_learned_from(k.as_bytes()));
+    (
+        EventPeek::Event {
+            thread_started: None,
+        },
+        kind,
+        learned,
+    )
+}
+
+/// A tiny deterministic PRNG (xorshift), so the fuzz cases are reproducible.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const SAMPLES: &[&str] = &[
+    r#"{"type":"thread.started","thread_id":"019a6c2e-5b0e-7c31-9d1e-2f4a8b6c0d11"}"#,
+    r#"{"type":"turn.started"}"#,
+    r#"{"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"lorem ipsum dolor \"sit\" amet\n\u00e9\ud83d\ude00 é"}}"#,
+    r#"{"type":"item.completed","item":{"id":"item_1","type":"web_search","id":"ws_1","query":"q"}}"#,
+    r#"{"type":"item.updated","item":{"id":"item_2","type":"command_execution","command":"ls -la","aggregated_output":"a\tb\r\n","exit_code":0,"status":"in_progress"}}"#,
+    r#"{"type":"turn.completed","usage":{"input_tokens":1204,"cached_input_tokens":0,"output_tokens":88,"reasoning_output_tokens":-1.5e+3}}"#,
+    r#"{"type":"turn.failed","error":{"message":"model said no"}}"#,
+    r#"{"type":"error","message":"Reconnecting... 1/5"}"#,
+    r#"  { "type" : "item.started" , "item" : { "list" : [ 1 , 2.0 , -0 , 1E5 , true , false , null , [ ] , { } ] } }  "#,
+    r#"{"typ\u0065":"thread.started","thread_id":"t"}"#,
+    r#"{"type":"thr\u0065ad.started","thread_id":"t"}"#,
+    r#"{"type":5,"type":"turn.failed","error":{"message":"x"}}"#,
+    r#"{"item":{"type":"turn.failed"},"type":"item.completed"}"#,
+    r#"{}"#,
+];
+
+#[test]
+fn the_scanner_agrees_with_serde_json() {
+    let check = |line: &[u8]| {
+        let reference = observe_reference(line);
+        let serde_ok = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
+        let mut state = TurnState::default();
+        let got = state.observe(line);
+        assert_eq!(
+            got == EventPeek::NotJson,
+            reference.0 == EventPeek::NotJson,
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
+        match scan::object(line) {
+            scan::Scan::Invalid => assert!(!serde_ok, "{:?}", String::from_utf8_lossy(line)),
+            scan::Scan::Valid { kind } => {
+                if line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+                    assert!(serde_ok, "{:?}", String::from_utf8_lossy(line));
+                }
+                // A line the reference would learn from never takes the fast path.
+                if reference.2 {
+                    assert!(
+                        kind.is_some_and(is_learned_from),
+                        "{:?}",
+                        String::from_utf8_lossy(line)
+                    );
+                }
+            }
+            scan::Scan::Unsure => {}
+        }
+    };
+    for sample in SAMPLES {
+        check(sample.as_bytes());
+    }
+    let alphabet = b"{}[]:,\"\\/ \t\r\n\x0c\x01\x7f0123456789-+.eEtruefalsnlxyzu\xc3\xa9\xff";
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..60_000 {
+        let mut line = SAMPLES[rng.below(SAMPLES.len())].as_bytes().to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(line.len() + 1);
+            match rng.below(3) {
+                0 if at < line.len() => {
+                    line.remove(at);
+                }
+                1 if at < line.len() => line[at] = alphabet[rng.below(alphabet.len())],
+                _ => line.insert(at, alphabet[rng.below(alphabet.len())]),
+            }
+        }
+        check(&line);
+    }
+    // Nesting around serde_json's limit.
+    for depth in 120..135 {
+        let line = format!(
+            r#"{{"type":"item.completed","x":{}1{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        check(line.as_bytes());
+    }
+}
+
+#[test]
+fn lines_a_turn_learns_from_are_still_parsed() {
+    let mut state = TurnState::default();
+    assert_eq!(
+        state.observe(br#"{"type":"thread.started","thread_id":"t1"}"#),
+        EventPeek::Event {
+            thread_started: Some("t1".into())
+        }
+    );
+    assert_eq!(
+        state.observe(br#"{"typ\u0065":"thread.started","thread_id":"t2"}"#),
+        EventPeek::Event {
+            thread_started: None
+        },
+        "t1 came first"
+    );
+    let mut state = TurnState::default();
+    assert_eq!(
+        state.observe(br#"{"typ\u0065":"thread.started","thread_id":"t2"}"#),
+        EventPeek::Event {
+            thread_started: Some("t2".into())
+        },
+        "an escaped key is still `type`"
+    );
+}

@@ -5,7 +5,10 @@
 //! keeps at most `limit` bytes of one line, discards the rest of an over-long
 //! line, and reports it as [`Frame::TooLong`] so the caller can answer it.
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader, ReadBuf};
 
 /// One framed line.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,6 +83,110 @@ impl<R: AsyncBufRead + Unpin> LineFramer<R> {
     }
 }
 
+/// A read buffer whose unread bytes can be looked at without I/O.
+pub trait Buffered {
+    /// The bytes read and not yet consumed.
+    fn buffered(&self) -> &[u8];
+}
+
+impl<T: AsyncRead> Buffered for BufReader<T> {
+    fn buffered(&self) -> &[u8] {
+        self.buffer()
+    }
+}
+
+/// A buffered reader that allocates its buffer on the first read and never
+/// zeroes it: memory is only touched as far as reads fill it. tokio's
+/// `BufReader` zeroes its whole buffer up front, so a 64 KiB buffer per turn
+/// costs 64 KiB of resident memory per turn even when codex prints one short
+/// line a second; with this one, a quiet turn costs a page.
+pub struct ChunkReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    capacity: usize,
+}
+
+impl<R> ChunkReader<R> {
+    /// Reads `inner` up to `capacity` bytes at a time.
+    pub fn new(inner: R, capacity: usize) -> Self {
+        ChunkReader {
+            inner,
+            buf: Vec::new(),
+            pos: 0,
+            capacity: capacity.max(1),
+        }
+    }
+}
+
+impl<R> Buffered for ChunkReader<R> {
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for ChunkReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let available = ready!(self.as_mut().poll_fill_buf(cx))?;
+        let n = available.len().min(out.remaining());
+        out.put_slice(&available[..n]);
+        self.consume(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncBufRead for ChunkReader<R> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.pos >= this.buf.len() {
+            this.buf.clear();
+            this.pos = 0;
+            this.buf.reserve_exact(this.capacity);
+            let mut read = ReadBuf::uninit(this.buf.spare_capacity_mut());
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            let filled = read.filled().len();
+            // SAFETY: `ReadBuf` guarantees its first `filled` bytes, which
+            // are the start of our spare capacity, were initialised.
+            unsafe { this.buf.set_len(filled) };
+        }
+        Poll::Ready(Ok(&this.buf[this.pos..]))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.pos = (this.pos + amt).min(this.buf.len());
+    }
+}
+
+impl<R: AsyncBufRead + Buffered + Unpin> LineFramer<R> {
+    /// The next line, without its `\n`, if it is already complete in the read
+    /// buffer: no I/O and no copy, so a turn can forward every line one read
+    /// returned before it polls anything else. `None` when the buffer holds
+    /// no complete line, a line is in progress across reads, or the line is
+    /// over the limit: [`next_frame`](Self::next_frame) deals with those.
+    /// Pass the line's length to [`consume_line`](Self::consume_line) when
+    /// done with it.
+    pub fn peek_line(&self) -> Option<&[u8]> {
+        if !self.pending.is_empty() || self.discarding.is_some() {
+            return None;
+        }
+        let buffered = self.reader.buffered();
+        let end = memchr::memchr(b'\n', buffered)?;
+        (end <= self.limit).then(|| &buffered[..end])
+    }
+
+    /// Consumes the line of `len` bytes (and its `\n`) that
+    /// [`peek_line`](Self::peek_line) returned.
+    pub fn consume_line(&mut self, len: usize) {
+        debug_assert_eq!(self.reader.buffered().get(len), Some(&b'\n'));
+        Pin::new(&mut self.reader).consume(len + 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +198,13 @@ mod tests {
         while let Some(frame) = framer.next_frame().await.unwrap() {
             out.push(frame);
         }
+        // The same through a ChunkReader.
+        let mut framer = LineFramer::new(ChunkReader::new(input, buf), limit);
+        let mut again = Vec::new();
+        while let Some(frame) = framer.next_frame().await.unwrap() {
+            again.push(frame);
+        }
+        assert_eq!(out, again);
         out
     }
 
@@ -124,5 +238,35 @@ mod tests {
                 "buffer {buf}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn buffered_lines_are_peeked_without_io_and_mix_with_frames() {
+        let input: &[u8] = b"one\ntwo\nthree-is-too-long\nfour\npartial";
+        let mut framer = LineFramer::new(ChunkReader::new(input, 64), 8);
+        assert_eq!(framer.peek_line(), None, "nothing read yet");
+        assert_eq!(
+            framer.next_frame().await.unwrap(),
+            Some(Frame::Line(b"one".to_vec()))
+        );
+        let mut seen = Vec::new();
+        while let Some(line) = framer.peek_line() {
+            let len = line.len();
+            seen.push(line.to_vec());
+            framer.consume_line(len);
+        }
+        assert_eq!(seen, [b"two".to_vec()], "stops before the over-long line");
+        assert_eq!(
+            framer.next_frame().await.unwrap(),
+            Some(Frame::TooLong { len: 17 })
+        );
+        assert_eq!(framer.peek_line(), Some(&b"four"[..]));
+        framer.consume_line(4);
+        assert_eq!(framer.peek_line(), None, "a partial line is not complete");
+        assert_eq!(
+            framer.next_frame().await.unwrap(),
+            Some(Frame::Line(b"partial".to_vec()))
+        );
+        assert_eq!(framer.next_frame().await.unwrap(), None);
     }
 }

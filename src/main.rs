@@ -110,7 +110,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a turn is a few syscalls per event, not work for a
+    // second core, and every wake-up between two workers costs an eventfd
+    // write and a futex; blocking work (stdin, a stalled stdout) already
+    // runs on tokio's blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts");

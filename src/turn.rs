@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runner_protocol::{codes, End, EndStatus, RunParams};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 
@@ -17,9 +17,13 @@ use crate::codex_home::{self, TurnHome};
 use crate::command::{codex_args, codex_env};
 use crate::diag::{self, Redactor};
 use crate::events::{EventPeek, TurnState};
-use crate::lines::{Frame, LineFramer};
+use crate::lines::{ChunkReader, Frame, LineFramer};
 use crate::settings::Settings;
 use crate::writer::Outgoing;
+
+/// Reads of codex's stdout, at most (memory is touched only as far as reads
+/// fill it; a longer line is read in several parts).
+const TURN_READ_BUF: usize = 64 * 1024;
 
 /// Why a turn is being stopped before it finished by itself. The first
 /// reason to arrive wins.
@@ -100,7 +104,7 @@ async fn drive(
     if let Err(message) = check_paths(params) {
         return End::error(id, codes::END_INVALID_PARAMS, message);
     }
-    let home = match codex_home::prepare(&settings.home, id, params) {
+    let home = match codex_home::prepare_with(&settings.home, Some(bin), id, params) {
         Ok(home) => home,
         Err(e) => {
             return End::error(
@@ -137,7 +141,7 @@ async fn drive(
     ));
     let stdout = proc.stdout.take().expect("stdout is piped");
     let mut framer = LineFramer::new(
-        BufReader::with_capacity(64 * 1024, stdout),
+        ChunkReader::new(stdout, TURN_READ_BUF),
         settings.max_event_bytes,
     );
 
@@ -156,6 +160,57 @@ async fn drive(
     let mut stdout_done = false;
     let mut exit: Option<std::process::ExitStatus> = None;
     let mut stdout_closed_stop = false;
+    // Polled in place: a new `sleep_until` per loop turn would register a
+    // timer (and wake the timer driver) for every line codex prints.
+    let timeout_sleep = sleep_until(timeout_at.unwrap_or(far));
+    let kill_sleep = sleep_until(far);
+    let drain_sleep = sleep_until(far);
+    tokio::pin!(timeout_sleep, kill_sleep, drain_sleep);
+
+    // Forwards one line of codex's stdout (or reports it).
+    macro_rules! forward_line {
+        ($line:expr) => {{
+            let line: &[u8] = $line;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            match state.observe(line) {
+                EventPeek::Event { thread_started } => {
+                    if let Some(thread_id) = thread_started {
+                        let _ = ctx.notices.send(TurnNotice::ThreadStarted {
+                            id: id.to_owned(),
+                            thread_id,
+                        });
+                    }
+                    if ctx
+                        .out
+                        .send_event(event_prefix.as_bytes(), line)
+                        .await
+                        .is_err()
+                    {
+                        // stdout is gone: nobody can see this turn; stop it.
+                        if !stdout_closed_stop && stop_reason.is_none() {
+                            stdout_closed_stop = true;
+                            stop_reason = Some(StopReason::Shutdown);
+                            container.note_descendants(pid);
+                            child::interrupt(pid);
+                            let at = tokio::time::Instant::now() + settings.kill_grace;
+                            kill_at = Some(at);
+                            kill_sleep.as_mut().reset(at);
+                        }
+                    }
+                }
+                EventPeek::NotJson => {
+                    let sample = diag::sample(line);
+                    diag::emit(
+                        id,
+                        runner_protocol::DiagLevel::Warn,
+                        &redactor.redact(&format!(
+                            "codex printed a non-JSON stdout line (not forwarded): {sample}"
+                        )),
+                    );
+                }
+            }
+        }};
+    }
 
     while !(stdout_done && exit.is_some()) {
         tokio::select! {
@@ -178,50 +233,35 @@ async fn drive(
                         stop_reason = Some(reason);
                         container.note_descendants(pid);
                         child::interrupt(pid);
-                        kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
+                        let at = tokio::time::Instant::now() + settings.kill_grace;
+                        kill_at = Some(at);
+                        kill_sleep.as_mut().reset(at);
                     }
                     _ => {}
                 }
             }
-            _ = sleep_until(timeout_at.unwrap_or(far)), if timeout_at.is_some() && stop_reason.is_none() && !timed_out && exit.is_none() => {
+            _ = &mut timeout_sleep, if timeout_at.is_some() && stop_reason.is_none() && !timed_out && exit.is_none() => {
                 timed_out = true;
                 container.note_descendants(pid);
                 child::interrupt(pid);
-                kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
+                let at = tokio::time::Instant::now() + settings.kill_grace;
+                kill_at = Some(at);
+                kill_sleep.as_mut().reset(at);
             }
-            _ = sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
+            _ = &mut kill_sleep, if kill_at.is_some() => {
                 tracing::debug!(pid, "grace period over: killing every process of the turn");
                 container.kill_all(pid);
                 kill_at = None;
             }
             frame = framer.next_frame(), if !stdout_done => match frame {
                 Ok(Some(Frame::Line(line))) => {
-                    let line = strip_cr(line);
-                    match state.observe(&line) {
-                        EventPeek::Event { thread_started } => {
-                            if let Some(thread_id) = thread_started {
-                                let _ = ctx.notices.send(TurnNotice::ThreadStarted { id: id.to_owned(), thread_id });
-                            }
-                            let mut out = Vec::with_capacity(event_prefix.len() + line.len() + 2);
-                            out.extend_from_slice(event_prefix.as_bytes());
-                            out.extend_from_slice(&line);
-                            out.extend_from_slice(b"}\n");
-                            if ctx.out.send_raw(out).await.is_err() {
-                                // stdout is gone: nobody can see this turn; stop it.
-                                if !stdout_closed_stop && stop_reason.is_none() {
-                                    stdout_closed_stop = true;
-                                    stop_reason = Some(StopReason::Shutdown);
-                                    container.note_descendants(pid);
-                                    child::interrupt(pid);
-                                    kill_at = Some(tokio::time::Instant::now() + settings.kill_grace);
-                                }
-                            }
-                        }
-                        EventPeek::NotJson => {
-                            let sample = diag::sample(&line);
-                            diag::emit(id, runner_protocol::DiagLevel::Warn,
-                                &redactor.redact(&format!("codex printed a non-JSON stdout line (not forwarded): {sample}")));
-                        }
+                    forward_line!(&line);
+                    // Every further line that read returned, before polling
+                    // anything else again.
+                    while let Some(line) = framer.peek_line() {
+                        let len = line.len();
+                        forward_line!(line);
+                        framer.consume_line(len);
                     }
                 }
                 Ok(Some(Frame::TooLong { len })) => {
@@ -247,17 +287,19 @@ async fn drive(
                 if !stdout_done {
                     // Descendants may hold stdout open: drain what they
                     // already wrote, but not forever.
-                    drain_until = Some(tokio::time::Instant::now() + settings.kill_grace);
+                    let at = tokio::time::Instant::now() + settings.kill_grace;
+                    drain_until = Some(at);
+                    drain_sleep.as_mut().reset(at);
                 }
             }
-            _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() && !stdout_done => {
+            _ = &mut drain_sleep, if drain_until.is_some() && !stdout_done => {
                 tracing::debug!("codex exited but its stdout stays open; closing it");
                 stdout_done = true;
             }
         }
     }
     // Whatever codex left behind (background commands, servers) goes with it.
-    container.kill_all(pid);
+    container.kill_after_exit(pid);
     container.release().await;
     // stderr closes when the last process holding it is gone; one that
     // escaped (no cgroup) must not hold the turn's end hostage.
@@ -320,13 +362,6 @@ fn event_prefix(id: &str) -> String {
         r#"{{"type":"event","id":{},"event":"#,
         serde_json::to_string(id).expect("strings serialise")
     )
-}
-
-fn strip_cr(mut line: Vec<u8>) -> Vec<u8> {
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    line
 }
 
 /// A run that ended before anything was spawned.
