@@ -128,7 +128,9 @@ def main():
     w("its events line by line and writing each, tagged with its run id, to stdout. The anchors write to")
     w("/dev/null; codex-runner writes to a pipe that its driver reads (that is how its latency is seen).\n")
     w(f"- **Machine:** {a.machine}")
-    w(f"- **Command:** `{a.command}` ({a.minutes} min). Raw results: `{a.results}`.")
+    # Only the file name: the cache directory is a path on the machine that ran it.
+    results = ", ".join(os.path.basename(r.strip()) for r in str(a.results).split(","))
+    w(f"- **Command:** `{a.command}` ({a.minutes} min). Raw results: `{results}` in the bench cache (`$CACHE`).")
     reps = max((len(v.rs) for v in stats.values()), default=0)
     w(f"- **Method:** one warm-up pass, then {reps} counted passes; in each pass every runner runs every")
     w("  scenario once, interleaved, each in a fresh process. Figures are medians over the passes, with")

@@ -2,7 +2,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
-/// Lines shaped as codex 0.169.0 prints them (/work/shared/codex-facts.md), in
+/// Lines shaped as codex 0.169.0 prints them (shared/codex-facts.md), in
 /// codex's key order, so a typed round trip must give the same bytes back.
 /// (Inside free-form JSON, such as MCP content and search actions, keys are
 /// sorted: that is how a `serde_json::Value` writes them.)

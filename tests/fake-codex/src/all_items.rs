@@ -1,5 +1,5 @@
 //! The `all_items` scenario: one turn with every item type codex 0.169.0 prints, with
-//! realistic fields and lifecycles (see /work/shared/codex-facts.md).
+//! realistic fields and lifecycles (see shared/codex-facts.md).
 
 use crate::events::{self, it, Ctx};
 use crate::out;
