@@ -282,6 +282,13 @@ impl Daemon {
         }
     }
 
+    /// Reads until run `id` prints `turn.started` (its codex is up and past
+    /// thread creation), keeping other lines for later.
+    pub async fn wait_turn_started(&mut self, id: &str) -> Value {
+        self.wait_for(|l| l["id"] == id && l["event"]["type"] == "turn.started")
+            .await
+    }
+
     /// Reads until every id in `ids` has its `end`; returns each run's output
     /// and the lines that belong to no run (rejections), in order. Lines of
     /// other runs are kept for later reads.

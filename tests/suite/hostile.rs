@@ -338,8 +338,7 @@ async fn a_table_of_bad_lines_each_gets_a_precise_answer() {
     let gate = Gate::new();
     d.run("live", json!({"prompt": "still here", "env": gate.env()}))
         .await;
-    d.wait_for(|l| l["id"] == "live" && l["event"]["type"] == "turn.started")
-        .await;
+    d.wait_turn_started("live").await;
 
     let table = table();
     assert!(table.len() >= 40);

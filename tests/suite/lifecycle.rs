@@ -154,8 +154,7 @@ async fn sigterm_ends_every_run_with_shutdown_and_exits_within_the_grace() {
     d.run("queued1", json!({"prompt": "x"})).await;
     d.run("queued2", json!({"prompt": "x"})).await;
     for (id, _) in scenarios {
-        d.wait_for(|l| l["id"] == id && l["event"]["type"] == "turn.started")
-            .await;
+        d.wait_turn_started(id).await;
     }
     let codex_pids: Vec<u64> = scenarios
         .iter()
@@ -196,8 +195,7 @@ async fn a_second_sigterm_skips_the_grace_period() {
         json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang_ignore_sigint"}}),
     )
     .await;
-    d.wait_for(|l| l["id"] == "stubborn" && l["event"]["type"] == "turn.started")
-        .await;
+    d.wait_turn_started("stubborn").await;
     let codex = d.record("stubborn")["pid"].as_u64().unwrap();
     d.signal(libc::SIGTERM);
     // The first signal has been handled once the daemon logs it.
@@ -288,8 +286,7 @@ async fn canary_secrets_never_reach_argv_logs_or_errors() {
                "mcp_servers": {"m": {"url": "http://127.0.0.1:9/", "http_headers": {"Authorization": format!("Bearer {HEADER}")}}}}),
     )
     .await;
-    d.wait_for(|l| l["id"] == "secret" && l["event"]["type"] == "turn.started")
-        .await;
+    d.wait_turn_started("secret").await;
     let codex = d.record("secret")["pid"].as_u64().unwrap();
     let cmdline = std::fs::read(format!("/proc/{codex}/cmdline")).unwrap();
     let cmdline = String::from_utf8_lossy(&cmdline);

@@ -131,8 +131,7 @@ async fn every_bad_line_gets_an_answer_and_live_runs_are_undisturbed() {
     let gate = Gate::new();
     d.run("live", json!({"prompt": "held", "env": gate.env()}))
         .await;
-    d.wait_for(|l| l["id"] == "live" && l["event"]["type"] == "turn.started")
-        .await;
+    d.wait_turn_started("live").await;
 
     d.send_raw(b"{this is not json\n").await;
     d.send_raw(b"[1,2,3]\n").await;
@@ -234,8 +233,7 @@ async fn cancel_stops_a_running_turn_and_a_queued_one() {
         json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
     )
     .await;
-    d.wait_for(|l| l["id"] == "running" && l["event"]["type"] == "turn.started")
-        .await;
+    d.wait_turn_started("running").await;
     d.run("queued", json!({"prompt": "x"})).await;
     d.cancel("queued").await;
     let queued = d.collect_one("queued").await;
@@ -271,8 +269,7 @@ async fn sigint_ignoring_codex_is_killed_after_the_grace_period() {
         json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang_ignore_sigint"}}),
     )
     .await;
-    d.wait_for(|l| l["id"] == "stubborn" && l["event"]["type"] == "turn.started")
-        .await;
+    d.wait_turn_started("stubborn").await;
     d.cancel("stubborn").await;
     let run = d.collect_one("stubborn").await;
     assert_eq!(run.code(), Some("cancelled"));
@@ -315,8 +312,7 @@ async fn status_lists_running_and_queued_runs() {
     let gate = Gate::new();
     d.run("held", json!({"prompt": "x", "env": gate.env()}))
         .await;
-    d.wait_for(|l| l["id"] == "held" && l["event"]["type"] == "turn.started")
-        .await;
+    d.wait_turn_started("held").await;
     d.run("waiting", json!({"prompt": "y", "resume": "thread-7"}))
         .await;
     d.send(json!({"type": "status", "id": "s1"})).await;
