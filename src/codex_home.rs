@@ -31,7 +31,7 @@
 //! rollout under `sessions/`: ~50 ms for an empty `sessions/`, and over a
 //! second per turn once the shared `sessions/` holds a thousand rollouts,
 //! since every turn's home is new. With a codex binary at hand
-//! ([`prepare_with`]), the first turn starts a one-off `codex exec resume
+//! ([`prepare`]), the first turn starts a one-off `codex exec resume
 //! <nil id>` in a scratch home with an empty config (it opens its databases,
 //! finds no such thread and exits); the databases it created (empty but for
 //! their migrations, the state database with backfill marked done; not the
@@ -235,20 +235,11 @@ pub fn clean_stale(root: &Path) {
     }
 }
 
-/// Prepares the home of one turn (without database templates).
-pub fn prepare(
-    settings: &HomeSettings,
-    run_id: &str,
-    params: &RunParams,
-) -> Result<TurnHome, HomeError> {
-    prepare_with(settings, None, run_id, params)
-}
-
-/// Prepares the home of one turn for `codex`: as [`prepare`], plus copies of
+/// Prepares the home of one turn. Given the `codex` binary, it also gets copies of
 /// codex's database templates when they are ready for that binary (the first
 /// call for a binary starts building them in the background; until then, and
 /// if that fails, turns go without, as with [`prepare`]).
-pub fn prepare_with(
+pub fn prepare(
     settings: &HomeSettings,
     codex: Option<&CodexBin>,
     run_id: &str,
@@ -656,7 +647,7 @@ mod tests {
             "prompt": "x", "output_schema": {"type": "object"}
         }))
         .unwrap();
-        let home = prepare(&settings, "r1", &params).unwrap();
+        let home = prepare(&settings, None, "r1", &params).unwrap();
         let path = home.path().to_path_buf();
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o700);
         let config = path.join("config.toml");
@@ -700,7 +691,7 @@ mod tests {
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let mut seen = None;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let home = prepare(&settings, "r1", &params).unwrap();
+            let home = prepare(&settings, None, "r1", &params).unwrap();
             seen = Some(home.path().to_path_buf());
             panic!("a bug in the turn");
         }));
@@ -719,7 +710,7 @@ mod tests {
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let config_of = |settings: &HomeSettings| {
-            let home = prepare(settings, "r1", &params).unwrap();
+            let home = prepare(settings, None, "r1", &params).unwrap();
             let text = fs::read_to_string(home.path().join("config.toml")).unwrap();
             let links: Vec<String> = fs::read_dir(home.path())
                 .unwrap()
@@ -765,7 +756,7 @@ mod tests {
             turn_root: root.path().to_path_buf(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
-        let home = prepare(&settings, "r1", &params).unwrap();
+        let home = prepare(&settings, None, "r1", &params).unwrap();
         let path = home.path().to_path_buf();
         // codex leaves files of its own: they go too.
         fs::create_dir_all(path.join("tmp/arg0")).unwrap();
@@ -807,7 +798,7 @@ mod tests {
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let home = loop {
-            let home = prepare_with(&settings, Some(&bin), "r1", &params).unwrap();
+            let home = prepare(&settings, Some(&bin), "r1", &params).unwrap();
             if home.path().join("state_9.sqlite").exists() {
                 break home;
             }
@@ -824,7 +815,7 @@ mod tests {
             b"goals"
         );
         assert!(!home.path().join("logs_2.sqlite").exists());
-        let again = prepare_with(&settings, Some(&bin), "r2", &params).unwrap();
+        let again = prepare(&settings, Some(&bin), "r2", &params).unwrap();
         assert!(again.path().join("state_9.sqlite").exists());
         assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n", "built once");
         drop((home, again));
@@ -862,7 +853,7 @@ mod tests {
             turn_root: root.path().to_path_buf(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
-        let home = prepare(&settings, "r1", &params).unwrap();
+        let home = prepare(&settings, None, "r1", &params).unwrap();
         assert!(home.path().join("sessions").exists());
         assert!(fs::read_to_string(home.path().join("config.toml"))
             .unwrap()

@@ -104,7 +104,7 @@ async fn drive(
     if let Err(message) = check_paths(params) {
         return End::error(id, codes::END_INVALID_PARAMS, message);
     }
-    let home = match codex_home::prepare_with(&settings.home, Some(bin), id, params) {
+    let home = match codex_home::prepare(&settings.home, Some(bin), id, params) {
         Ok(home) => home,
         Err(e) => {
             return End::error(

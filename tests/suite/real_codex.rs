@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use codex_runner_test_support::{
-    codex_config_toml, find_real_codex, mcp_stdio_probe_bin, McpCall, McpHttpServer, MockModel,
-    Reply, Script, INPUT_TOKENS,
+    alive, codex_config_toml, find_real_codex, mcp_stdio_probe_bin, McpCall, McpHttpServer,
+    MockModel, Reply, Script, INPUT_TOKENS,
 };
 use serde_json::{json, Value};
 
@@ -187,7 +187,7 @@ fn live_procs_with_env(entry: &str) -> Vec<Proc> {
             continue;
         };
         let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        if !vars.contains(&entry.as_bytes()) || !pid_alive(pid) {
+        if !vars.contains(&entry.as_bytes()) || !alive(pid) {
             continue;
         }
         let codex_home = vars
@@ -197,18 +197,6 @@ fn live_procs_with_env(entry: &str) -> Vec<Proc> {
         found.push(Proc { pid, codex_home });
     }
     found
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn pid_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // `pid (comm) STATE ...`; comm may hold spaces and parentheses.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 /// 1. An HTTP MCP tool call: the item completes, the server receives the
@@ -594,7 +582,7 @@ fn assert_turn_left_nothing(d: &Daemon, id: &str, home: &Path, extra_pids: &[u32
         "processes of {id} outlived its end: {left:?}"
     );
     for pid in extra_pids {
-        assert!(!pid_alive(*pid), "pid {pid} of {id} outlived its end");
+        assert!(!alive(*pid), "pid {pid} of {id} outlived its end");
     }
     assert!(!home.exists(), "{} outlived the turn", home.display());
     assert!(d.leftover_turn_dirs().is_empty());
@@ -697,7 +685,7 @@ async fn cancel_during_a_stdio_tool_call_leaves_nothing() {
         .trim()
         .parse()
         .unwrap();
-    assert!(pid_alive(server_pid), "the stdio server is running");
+    assert!(alive(server_pid), "the stdio server is running");
     let (mut pids, home) = running_turn(&id);
     pids.push(server_pid);
     let (run, took) = cancel_and_collect(&mut d, &id).await;
