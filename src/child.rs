@@ -1,4 +1,4 @@
-//! Spawning codex and stopping it.
+//! Spawning codex, waiting for it, and stopping it.
 //!
 //! The child runs in its own process group so that one `killpg` reaches codex
 //! and whatever it started in that group. Stopping is two-step: SIGINT to
@@ -6,13 +6,20 @@
 //! their own sessions, and its MCP servers, which run in their own groups;
 //! SIGTERM would orphan them), then SIGKILL to the whole group once the grace
 //! period is over. The child also gets a parent-death signal, so a SIGKILLed
-//! daemon does not leave codex running.
+//! daemon does not leave codex running. How it is started is in
+//! [`crate::spawn`].
 
-use std::process::Stdio;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 
-use tokio::process::{Child, Command};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::unix::pipe;
 
 use crate::codex_bin::CodexBin;
+use crate::spawn::{self, Program};
 
 /// Why codex could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -31,57 +38,170 @@ pub enum SpawnError {
     },
 }
 
-/// Spawns `bin` with `args` and `env` (over the daemon's environment), all
-/// three standard streams piped, in a new process group.
+/// A running codex: its pid, a pidfd to wait for it, and its stdio pipes
+/// (non-blocking, registered with the runtime).
+#[derive(Debug)]
+pub struct CodexProcess {
+    pid: u32,
+    /// `None` once reaped.
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    /// Codex's stdin.
+    pub stdin: Option<pipe::Sender>,
+    /// Codex's stdout.
+    pub stdout: Option<pipe::Receiver>,
+    /// Codex's stderr.
+    pub stderr: Option<pipe::Receiver>,
+}
+
+/// Spawns `bin` with `args` and `env` (over the daemon's environment, minus
+/// `RUST_LOG`), all three standard streams piped, in a new process group,
+/// in the cgroup `cgroup` (an open cgroup2 directory) if given.
 pub fn spawn(
     bin: &CodexBin,
-    args: Vec<std::ffi::OsString>,
-    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
-    cgroup_procs: Option<std::os::fd::RawFd>,
-) -> Result<Child, SpawnError> {
-    let mut command = Command::new(&bin.program);
-    // The daemon's own log filter is not codex's: inherited, `RUST_LOG=debug`
-    // would flood every run's diag lines. A request may still set it in `env`.
-    command.env_remove("RUST_LOG");
-    command
-        .args(args)
-        .envs(env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        // The last line of defence; normal paths stop the child explicitly.
-        .kill_on_drop(true);
-    // SAFETY: the closure runs between fork and exec and only calls
-    // async-signal-safe functions (write, prctl, getppid, raise).
-    unsafe {
-        command.pre_exec(move || {
-            // Join the turn's cgroup before exec, so every descendant is born
-            // in it. On failure the turn still has its process group.
-            if let Some(fd) = cgroup_procs {
-                let _ = crate::containment::join_from_child(fd);
-            }
-            // The parent-death signal fires when the *thread* that forked
-            // exits; turns are spawned from tokio's worker threads, which
-            // live as long as the runtime.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The daemon may have died between fork and prctl.
-            if libc::getppid() == 1 {
-                libc::raise(libc::SIGKILL);
-            }
-            Ok(())
-        });
-    }
-    command.spawn().map_err(|source| {
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    cgroup: Option<RawFd>,
+) -> Result<CodexProcess, SpawnError> {
+    let not_runnable = |source: std::io::Error| {
         let path = bin.program.display().to_string();
         if source.kind() == std::io::ErrorKind::NotFound {
             SpawnError::NotFound(path)
         } else {
             SpawnError::NotRunnable { path, source }
         }
-    })
+    };
+    let program = Program::new(&bin.program, args, child_env(env)).map_err(not_runnable)?;
+    let spawned = spawn::spawn(&program, cgroup).map_err(not_runnable)?;
+    if cgroup.is_some() && !spawned.born_in_cgroup {
+        tracing::debug!("clone3 could not start codex in its cgroup; it joined it itself");
+    }
+    let registered = (|| {
+        Ok::<_, std::io::Error>((
+            // SAFETY: an OwnedFd keeps its fd open and unchanged while owned.
+            unsafe { AsyncFd::register_with_interest(spawned.pidfd, Interest::READABLE)? },
+            // Pipes we just made, our ends already non-blocking.
+            pipe::Sender::from_owned_fd_unchecked(spawned.stdin)?,
+            pipe::Receiver::from_owned_fd_unchecked(spawned.stdout)?,
+            pipe::Receiver::from_owned_fd_unchecked(spawned.stderr)?,
+        ))
+    })();
+    match registered {
+        Ok((pidfd, stdin, stdout, stderr)) => Ok(CodexProcess {
+            pid: spawned.pid,
+            pidfd: Some(pidfd),
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }),
+        Err(source) => {
+            // Cannot watch it: do not leave it running unwatched.
+            kill_group(spawned.pid);
+            Err(SpawnError::NotRunnable {
+                path: bin.program.display().to_string(),
+                source,
+            })
+        }
+    }
+}
+
+/// The daemon's environment without `RUST_LOG`, then `env` (later entries
+/// win). The daemon's own log filter is not codex's: inherited,
+/// `RUST_LOG=debug` would flood every run's diag lines; a request may still
+/// set it in `env`.
+fn child_env(env: Vec<(OsString, OsString)>) -> Vec<(OsString, OsString)> {
+    let mut all: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(key, _)| key != "RUST_LOG" && !env.iter().any(|(k, _)| k == key))
+        .collect();
+    for (key, value) in env {
+        match all.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => all.push((key, value)),
+        }
+    }
+    all
+}
+
+impl CodexProcess {
+    /// The child's pid, which is also its process group id.
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the child to exit and reaps it. Cancel-safe; after it has
+    /// returned once, it fails.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        let Some(pidfd) = &self.pidfd else {
+            return Err(std::io::Error::other("codex was already reaped"));
+        };
+        loop {
+            let mut ready = pidfd.readable().await?;
+            if let Some(status) = try_reap(pidfd.get_ref().as_raw_fd())? {
+                self.pidfd = None;
+                return Ok(status);
+            }
+            ready.clear_ready();
+        }
+    }
+}
+
+impl Drop for CodexProcess {
+    /// The last line of defence (normal paths stop and reap the child):
+    /// kill the group, and reap the child now or, if it is not dead yet, in
+    /// a task of its own.
+    fn drop(&mut self) {
+        let Some(pidfd) = self.pidfd.take() else {
+            return;
+        };
+        kill_group(self.pid);
+        if let Ok(Some(_)) = try_reap(pidfd.get_ref().as_raw_fd()) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let guard = pidfd;
+                loop {
+                    let Ok(mut ready) = guard.readable().await else {
+                        return;
+                    };
+                    if !matches!(try_reap(guard.get_ref().as_raw_fd()), Ok(None)) {
+                        return;
+                    }
+                    ready.clear_ready();
+                }
+            });
+        }
+    }
+}
+
+/// Reaps the child behind `pidfd` if it has exited.
+fn try_reap(pidfd: RawFd) -> std::io::Result<Option<ExitStatus>> {
+    // SAFETY: siginfo_t is plain data, filled by waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own pidfd into a local siginfo_t.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: after a successful waitid, si_pid and si_status are set (si_pid
+    // is 0 when the child has not exited yet).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    // Back to the wait(2) status encoding ExitStatus is built from.
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => status | 0x80,
+        _ => status,
+    };
+    Ok(Some(ExitStatus::from_raw(raw)))
 }
 
 /// Sends SIGINT to the process (codex's graceful stop).

@@ -24,6 +24,7 @@
 
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -94,15 +95,16 @@ impl Containment {
             "turn-{}",
             self.next.fetch_add(1, Ordering::Relaxed)
         ));
-        let procs = fs::create_dir(&dir).and_then(|()| {
+        let opened = fs::create_dir(&dir).and_then(|()| {
             fs::OpenOptions::new()
-                .write(true)
-                .open(dir.join("cgroup.procs"))
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(&dir)
         });
-        match procs {
+        match opened {
             Ok(file) => TurnContainer {
                 cgroup: Some(dir),
-                procs: Some(file.into()),
+                dir_fd: Some(file.into()),
                 noted: Vec::new(),
                 killed: Vec::new(),
             },
@@ -129,8 +131,9 @@ impl Containment {
 #[derive(Debug, Default)]
 pub struct TurnContainer {
     cgroup: Option<PathBuf>,
-    /// `cgroup.procs`, opened before fork: the child writes `0` to it.
-    procs: Option<OwnedFd>,
+    /// The cgroup's directory, open: codex is born in it (`clone3` with
+    /// `CLONE_INTO_CGROUP`) or joins it through its `cgroup.procs`.
+    dir_fd: Option<OwnedFd>,
     /// Without a cgroup: codex's descendants seen when the stop began,
     /// because codex may die at once and its children be reparented away.
     noted: Vec<u32>,
@@ -139,9 +142,9 @@ pub struct TurnContainer {
 }
 
 impl TurnContainer {
-    /// The fd the child writes its own pid to between fork and exec.
-    pub fn procs_fd(&self) -> Option<RawFd> {
-        self.procs.as_ref().map(AsRawFd::as_raw_fd)
+    /// The cgroup directory codex is to start in, if the turn has one.
+    pub fn cgroup_fd(&self) -> Option<RawFd> {
+        self.dir_fd.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Call before signalling codex: without a cgroup, remembers its process
@@ -197,7 +200,7 @@ impl TurnContainer {
     /// Waits (bounded) until everything killed is gone, so that a turn's
     /// `end` means its processes are dead, and removes the turn's cgroup.
     pub async fn release(mut self) {
-        self.procs = None;
+        self.dir_fd = None;
         let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         // SIGKILL is delivered asynchronously; poll briefly, backing off.
         let mut pause = Duration::from_millis(1);
@@ -364,16 +367,4 @@ fn parent_of(pid: u32) -> Option<u32> {
     // The command name may contain spaces and parentheses: skip past the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Writes `0` (this process) to `fd`: called between fork and exec, so only
-/// async-signal-safe calls.
-pub fn join_from_child(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: writing a static buffer to an open fd.
-    let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }

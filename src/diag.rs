@@ -9,7 +9,7 @@ use std::io::Write;
 
 use runner_protocol::output::StderrLine;
 use runner_protocol::{DiagLevel, RunParams};
-use tokio::process::ChildStderr;
+use tokio::net::unix::pipe;
 
 use crate::lines::{ChunkReader, Frame, LineFramer};
 
@@ -128,7 +128,12 @@ pub type StderrTail = std::sync::Arc<std::sync::Mutex<VecDeque<String>>>;
 ///
 /// Bounded in memory whatever codex prints: long lines are cut, and only
 /// the last [`STDERR_TAIL_LINES`] are kept.
-pub async fn forward_stderr(stderr: ChildStderr, id: String, redactor: Redactor, tail: StderrTail) {
+pub async fn forward_stderr(
+    stderr: pipe::Receiver,
+    id: String,
+    redactor: Redactor,
+    tail: StderrTail,
+) {
     let mut framer = LineFramer::new(
         ChunkReader::new(stderr, 2 * STDERR_LINE_LIMIT),
         STDERR_LINE_LIMIT,

@@ -20,5 +20,6 @@ pub mod events;
 pub mod lines;
 pub mod reader;
 pub mod settings;
+pub mod spawn;
 pub mod turn;
 pub mod writer;

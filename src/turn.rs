@@ -117,11 +117,11 @@ async fn drive(
     let args = codex_args(params, home.output_schema.as_deref());
     let env = codex_env(params, id, home.path(), bin);
     let mut container = settings.containment.turn();
-    let mut proc = match child::spawn(bin, args, env, container.procs_fd()) {
+    let mut proc = match child::spawn(bin, args, env, container.cgroup_fd()) {
         Ok(proc) => proc,
         Err(e) => return End::error(id, codes::END_SPAWN_FAILED, diag::chain(&e)),
     };
-    let pid = proc.id().expect("a just-spawned child has a pid");
+    let pid = proc.id();
     tracing::debug!(pid, "spawned codex");
 
     // The prompt is written by its own task: a child that never reads stdin

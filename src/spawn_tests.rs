@@ -1,0 +1,162 @@
+//! The spawner against real programs: what the child gets (pipes, env,
+//! process group, signal state, cgroup) and what the daemon gets back.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use super::*;
+
+/// Waits for the child behind `pidfd` (blocking) and returns its wait status.
+fn wait_blocking(pidfd: &OwnedFd) -> std::process::ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own pidfd into a local siginfo_t.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED,
+        )
+    };
+    assert_eq!(rc, 0, "waitid: {}", io::Error::last_os_error());
+    assert_eq!(info.si_code, libc::CLD_EXITED, "the child was killed");
+    std::process::ExitStatus::from_raw((unsafe { info.si_status() } & 0xff) << 8)
+}
+
+/// Everything left in a (non-blocking) read end once its writers are gone.
+fn read_all(fd: OwnedFd) -> String {
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .read_to_string(&mut text)
+        .expect("read a pipe whose writer exited");
+    text
+}
+
+fn program(path: &str, args: &[&str], env: &[(&str, &str)]) -> Program {
+    Program::new(
+        Path::new(path),
+        args.iter().map(Into::into),
+        env.iter().map(|(k, v)| (k.into(), v.into())),
+    )
+    .unwrap()
+}
+
+fn both_syscalls() -> [Syscall; 2] {
+    [Syscall::Clone3, Syscall::Clone]
+}
+
+#[test]
+fn the_child_gets_its_pipes_its_env_and_its_own_process_group() {
+    let script = r#"read -r line; echo "in:$line env:$ONLY"; echo "vars:$(env | wc -l)"; echo oops >&2; cut -d' ' -f5 /proc/self/stat; exit 3"#;
+    for syscall in both_syscalls() {
+        let p = program(
+            "/bin/sh",
+            &["-c", script],
+            &[("ONLY", "me"), ("PATH", "/usr/bin:/bin")],
+        );
+        let child = spawn_with(&p, None, syscall).unwrap();
+        let written =
+            unsafe { libc::write(child.stdin.as_raw_fd(), b"hello\n".as_ptr().cast(), 6) };
+        assert_eq!(written, 6);
+        drop(child.stdin);
+        assert_eq!(wait_blocking(&child.pidfd).code(), Some(3), "{syscall:?}");
+        let out = read_all(child.stdout);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "in:hello env:me", "{syscall:?}");
+        // Exactly the env we gave (plus what sh itself sets: PWD, maybe SHLVL, _).
+        let vars: usize = lines[1]
+            .strip_prefix("vars:")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(vars <= 5, "{syscall:?}: {vars} variables: {out}");
+        // `cut` runs in the child's process group, led by the child.
+        assert_eq!(lines[2], child.pid.to_string(), "{syscall:?}: pgid");
+        assert_eq!(read_all(child.stderr), "oops\n", "{syscall:?}");
+    }
+}
+
+/// The `Sig*` masks of `/proc/self/status`, as the child sees them after exec.
+fn signal_masks(syscall: Syscall) -> (u64, u64) {
+    let p = program("/bin/cat", &["/proc/self/status"], &[]);
+    let child = spawn_with(&p, None, syscall).unwrap();
+    assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
+    let status = read_all(child.stdout);
+    let mask = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    (mask("SigBlk:"), mask("SigIgn:"))
+}
+
+#[test]
+fn the_child_starts_with_no_blocked_signals_and_sigpipe_at_its_default() {
+    // Rust ignores SIGPIPE in its binaries (this test harness too), and a
+    // thread may block signals: the child must inherit neither.
+    let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+    for syscall in both_syscalls() {
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            let (blocked, ignored) = signal_masks(syscall);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            assert_eq!(blocked, 0, "{syscall:?}");
+            assert_eq!(ignored & sigpipe, 0, "{syscall:?}: SIGPIPE is ignored");
+        }
+    }
+}
+
+#[test]
+fn an_exec_failure_is_an_error_with_its_errno() {
+    for syscall in both_syscalls() {
+        let p = program("/nonexistent/codex", &[], &[]);
+        let err = spawn_with(&p, None, syscall).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{syscall:?}: {err}");
+        let p = program("/proc/self/status", &[], &[]);
+        let err = spawn_with(&p, None, syscall).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{syscall:?}: {err}");
+    }
+}
+
+#[test]
+fn a_nul_byte_is_refused_before_anything_starts() {
+    let err = Program::new(Path::new("/bin/true"), ["a\0b".into()], [])
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("argument"), "{err}");
+}
+
+#[test]
+fn the_child_is_born_in_the_turns_cgroup_when_there_is_one() {
+    let containment =
+        crate::containment::Containment::start(crate::containment::ContainmentMode::Auto).unwrap();
+    if containment.mode() != "cgroup" {
+        eprintln!("no writable cgroup2 hierarchy here: only the process-group path is tested");
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (syscall, born) in [(Syscall::Clone3, true), (Syscall::Clone, false)] {
+        let turn = containment.turn();
+        let p = program("/bin/cat", &["/proc/self/cgroup"], &[]);
+        let child = spawn_with(&p, turn.cgroup_fd(), syscall).unwrap();
+        assert_eq!(child.born_in_cgroup, born, "{syscall:?}");
+        assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
+        let cgroup = read_all(child.stdout);
+        let path = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        assert!(
+            path.starts_with('/') && path.contains("/codex-runner-") && path.contains("/turn-"),
+            "{syscall:?}: the child ran in {path}"
+        );
+        runtime.block_on(turn.release());
+    }
+    containment.close();
+}
