@@ -13,13 +13,15 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::unix::pipe;
 
 use crate::codex_bin::CodexBin;
-use crate::spawn::{self, Program};
+use crate::spawn::Program;
+use crate::spawner::Spawner;
 
 /// Why codex could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -45,22 +47,41 @@ pub struct CodexProcess {
     pid: u32,
     /// `None` once reaped.
     pidfd: Option<AsyncFd<OwnedFd>>,
-    /// Codex's stdin.
-    pub stdin: Option<pipe::Sender>,
+    /// What of its input did not fit in codex's stdin pipe at once.
+    pub stdin: Option<PendingInput>,
     /// Codex's stdout.
     pub stdout: Option<pipe::Receiver>,
     /// Codex's stderr.
     pub stderr: Option<pipe::Receiver>,
 }
 
+/// The rest of codex's input, for a task of its own to write: a child that
+/// never reads stdin must not stall its turn.
+#[derive(Debug)]
+pub struct PendingInput {
+    pipe: pipe::Sender,
+    rest: Vec<u8>,
+}
+
+impl PendingInput {
+    /// Writes the rest, then closes the pipe (codex reads until EOF).
+    pub async fn write(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.pipe.write_all(&self.rest).await;
+    }
+}
+
 /// Spawns `bin` with `args` and `env` (over the daemon's environment, minus
 /// `RUST_LOG`), all three standard streams piped, in a new process group,
-/// in the cgroup `cgroup` (an open cgroup2 directory) if given.
-pub fn spawn(
+/// in the cgroup `cgroup` (an open cgroup2 directory) if given, on the
+/// spawner's thread.
+pub async fn spawn(
+    spawner: &Spawner,
     bin: &CodexBin,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
-    cgroup: Option<RawFd>,
+    cgroup: Option<Arc<OwnedFd>>,
+    input: &[u8],
 ) -> Result<CodexProcess, SpawnError> {
     let not_runnable = |source: std::io::Error| {
         let path = bin.program.display().to_string();
@@ -71,16 +92,28 @@ pub fn spawn(
         }
     };
     let program = Program::new(&bin.program, args, child_env(env)).map_err(not_runnable)?;
-    let spawned = spawn::spawn(&program, cgroup).map_err(not_runnable)?;
-    if cgroup.is_some() && !spawned.born_in_cgroup {
+    let in_cgroup = cgroup.is_some();
+    let spawned = spawner.spawn(program, cgroup).await.map_err(not_runnable)?;
+    if in_cgroup && !spawned.born_in_cgroup {
         tracing::debug!("clone3 could not start codex in its cgroup; it joined it itself");
     }
+    // Most prompts fit in the pipe: written now, stdin is closed without
+    // ever being registered with the runtime or given a task.
+    let written = write_now(&spawned.stdin, input);
+    let stdin = spawned.stdin;
     let registered = (|| {
         Ok::<_, std::io::Error>((
             // SAFETY: an OwnedFd keeps its fd open and unchanged while owned.
             unsafe { AsyncFd::register_with_interest(spawned.pidfd, Interest::READABLE)? },
             // Pipes we just made, our ends already non-blocking.
-            pipe::Sender::from_owned_fd_unchecked(spawned.stdin)?,
+            match written {
+                Some(n) if n < input.len() => Some(PendingInput {
+                    pipe: pipe::Sender::from_owned_fd_unchecked(stdin)?,
+                    rest: input[n..].to_vec(),
+                }),
+                // All written, or codex closed its stdin: close ours.
+                _ => None,
+            },
             pipe::Receiver::from_owned_fd_unchecked(spawned.stdout)?,
             pipe::Receiver::from_owned_fd_unchecked(spawned.stderr)?,
         ))
@@ -89,7 +122,7 @@ pub fn spawn(
         Ok((pidfd, stdin, stdout, stderr)) => Ok(CodexProcess {
             pid: spawned.pid,
             pidfd: Some(pidfd),
-            stdin: Some(stdin),
+            stdin,
             stdout: Some(stdout),
             stderr: Some(stderr),
         }),
@@ -102,6 +135,27 @@ pub fn spawn(
             })
         }
     }
+}
+
+/// Writes what fits of `bytes` to the non-blocking `fd`: how much, or `None`
+/// if the pipe is broken (codex closed its stdin or is gone).
+fn write_now(fd: &OwnedFd, bytes: &[u8]) -> Option<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        let rest = &bytes[written..];
+        // SAFETY: writing from a live slice to an fd we own.
+        let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+        if n >= 0 {
+            written += n as usize;
+            continue;
+        }
+        match std::io::Error::last_os_error().kind() {
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::WouldBlock => break,
+            _ => return None,
+        }
+    }
+    Some(written)
 }
 
 /// The daemon's environment without `RUST_LOG`, then `env` (later entries

@@ -7,11 +7,12 @@
 //! We use, in order of preference:
 //!
 //! 1. **A cgroup v2 per turn** (`<our cgroup>/codex-runner-<pid>/turn-N`).
-//!    The child moves itself into it between fork and exec, so every
-//!    descendant is born inside it, whatever it does with sessions, groups or
-//!    parents; `cgroup.kill` stops them all at once, and `cgroup.events` says
-//!    when the turn is really empty. Needs a writable cgroup2 hierarchy (root,
-//!    or a delegated subtree such as systemd's `Delegate=yes`).
+//!    Codex is born in it (see [`crate::spawn`]), so every descendant is born
+//!    inside it too, whatever it does with sessions, groups or parents;
+//!    `cgroup.kill` stops them all at once, and `cgroup.events` says when the
+//!    turn is really empty (and its cgroup can serve the next turn, see
+//!    [`crate::cgroup`]). Needs a writable cgroup2 hierarchy (root, or a
+//!    delegated subtree such as systemd's `Delegate=yes`).
 //! 2. **Otherwise, the process group plus a walk of the live process tree**:
 //!    at the end of the grace period every live descendant of codex (found
 //!    through `/proc/*/stat` parent links) gets SIGKILL, then the group. This
@@ -23,11 +24,12 @@
 //! reaping them with `waitpid(-1)` would race tokio's own child reaping.
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::cgroup::{CgroupPool, TurnCgroup};
 
 /// How long `release` waits for a killed turn's processes to be gone.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
@@ -46,8 +48,7 @@ pub enum ContainmentMode {
 /// The daemon's containment: its own cgroup directory, when it has one.
 #[derive(Debug)]
 pub struct Containment {
-    root: Option<PathBuf>,
-    next: AtomicU64,
+    cgroups: Option<Arc<CgroupPool>>,
 }
 
 impl Containment {
@@ -71,14 +72,13 @@ impl Containment {
             tracing::info!(cgroup = %root.display(), "per-turn cgroups enabled");
         }
         Ok(Containment {
-            root,
-            next: AtomicU64::new(0),
+            cgroups: root.map(|root| Arc::new(CgroupPool::new(root))),
         })
     }
 
     /// `"cgroup"` or `"process-group"`, for logs and tests.
     pub fn mode(&self) -> &'static str {
-        if self.root.is_some() {
+        if self.cgroups.is_some() {
             "cgroup"
         } else {
             "process-group"
@@ -88,40 +88,35 @@ impl Containment {
     /// The container of one new turn. A cgroup that cannot be created is
     /// logged and the turn falls back to its process group.
     pub fn turn(&self) -> TurnContainer {
-        let Some(root) = &self.root else {
+        let Some(pool) = &self.cgroups else {
             return TurnContainer::default();
         };
-        let dir = root.join(format!(
-            "turn-{}",
-            self.next.fetch_add(1, Ordering::Relaxed)
-        ));
-        let opened = fs::create_dir(&dir).and_then(|()| {
-            fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY)
-                .open(&dir)
-        });
-        match opened {
-            Ok(file) => TurnContainer {
-                cgroup: Some(dir),
-                dir_fd: Some(file.into()),
+        match pool.take() {
+            Ok(cgroup) => TurnContainer {
+                cgroup: Some(cgroup),
+                pool: Some(pool.clone()),
                 noted: Vec::new(),
                 killed: Vec::new(),
             },
             Err(e) => {
-                tracing::warn!(cgroup = %dir.display(), error = %e, "cannot create the turn's cgroup; using its process group");
-                let _ = fs::remove_dir(&dir);
+                tracing::warn!(cgroup = %pool.root().display(), error = %e, "cannot create the turn's cgroup; using its process group");
                 TurnContainer::default()
             }
         }
     }
 
-    /// Removes the daemon's cgroup directory (at exit, once every turn
-    /// released its own).
+    /// Idle turn cgroups kept for reuse (for tests).
+    pub fn idle_cgroups(&self) -> usize {
+        self.cgroups.as_ref().map_or(0, |pool| pool.idle())
+    }
+
+    /// Removes the turn cgroups kept for reuse and the daemon's cgroup
+    /// directory (at exit, once every turn released its own).
     pub fn close(&self) {
-        if let Some(root) = &self.root {
-            if let Err(e) = fs::remove_dir(root) {
-                tracing::warn!(cgroup = %root.display(), error = %e, "cannot remove the daemon's cgroup");
+        if let Some(pool) = &self.cgroups {
+            pool.clear();
+            if let Err(e) = fs::remove_dir(pool.root()) {
+                tracing::warn!(cgroup = %pool.root().display(), error = %e, "cannot remove the daemon's cgroup");
             }
         }
     }
@@ -130,10 +125,9 @@ impl Containment {
 /// The processes of one turn.
 #[derive(Debug, Default)]
 pub struct TurnContainer {
-    cgroup: Option<PathBuf>,
-    /// The cgroup's directory, open: codex is born in it (`clone3` with
-    /// `CLONE_INTO_CGROUP`) or joins it through its `cgroup.procs`.
-    dir_fd: Option<OwnedFd>,
+    /// The turn's cgroup, if it has one, and where it goes back to.
+    cgroup: Option<TurnCgroup>,
+    pool: Option<Arc<CgroupPool>>,
     /// Without a cgroup: codex's descendants seen when the stop began,
     /// because codex may die at once and its children be reparented away.
     noted: Vec<u32>,
@@ -143,8 +137,8 @@ pub struct TurnContainer {
 
 impl TurnContainer {
     /// The cgroup directory codex is to start in, if the turn has one.
-    pub fn cgroup_fd(&self) -> Option<RawFd> {
-        self.dir_fd.as_ref().map(AsRawFd::as_raw_fd)
+    pub fn cgroup_fd(&self) -> Option<Arc<OwnedFd>> {
+        self.cgroup.as_ref().map(TurnCgroup::dir_fd)
     }
 
     /// Call before signalling codex: without a cgroup, remembers its process
@@ -159,11 +153,7 @@ impl TurnContainer {
     /// noted descendants of `pid`; and always `pid`'s process group.
     pub fn kill_all(&mut self, pid: u32) {
         match &self.cgroup {
-            Some(dir) => {
-                if let Err(e) = fs::write(dir.join("cgroup.kill"), b"1") {
-                    tracing::warn!(cgroup = %dir.display(), error = %e, "cgroup.kill failed");
-                }
-            }
+            Some(cgroup) => cgroup.kill(),
             None => {
                 let mut all = descendants(pid);
                 all.extend(&self.noted);
@@ -184,8 +174,11 @@ impl TurnContainer {
     /// walk from its pid finds nothing of the turn, only, once the pid is
     /// reused, the children of an unrelated process.
     pub fn kill_after_exit(&mut self, pid: u32) {
-        if self.cgroup.is_some() {
-            self.kill_all(pid);
+        if let Some(cgroup) = &self.cgroup {
+            // Usually codex left nothing: no signal to send.
+            if cgroup.populated() {
+                self.kill_all(pid);
+            }
             return;
         }
         for &descendant in &self.noted {
@@ -198,13 +191,12 @@ impl TurnContainer {
     }
 
     /// Waits (bounded) until everything killed is gone, so that a turn's
-    /// `end` means its processes are dead, and removes the turn's cgroup.
+    /// `end` means its processes are dead, and gives the turn's cgroup back.
     pub async fn release(mut self) {
-        self.dir_fd = None;
         let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         // SIGKILL is delivered asynchronously; poll briefly, backing off.
         let mut pause = Duration::from_millis(1);
-        let Some(dir) = self.cgroup.take() else {
+        let (Some(cgroup), Some(pool)) = (self.cgroup.take(), self.pool.take()) else {
             while self.killed.iter().any(|pid| is_running(*pid)) {
                 if tokio::time::Instant::now() >= deadline {
                     tracing::warn!(pids = ?self.killed, "killed processes of the turn are still running");
@@ -215,29 +207,22 @@ impl TurnContainer {
             }
             return;
         };
-        loop {
-            match fs::remove_dir(&dir) {
-                Ok(()) => return,
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    tracing::warn!(cgroup = %dir.display(), error = %e, "the turn's cgroup is still busy; leaving it");
-                    return;
-                }
-                Err(_) => {
-                    let _ = fs::write(dir.join("cgroup.kill"), b"1");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-            }
+        while cgroup.populated() && tokio::time::Instant::now() < deadline {
+            cgroup.kill();
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
+        // Still busy after the deadline: give_back leaves it, with a warning.
+        pool.give_back(cgroup);
     }
 }
 
 impl Drop for TurnContainer {
     /// The panic path: nothing the turn started may outlive it.
     fn drop(&mut self) {
-        if let Some(dir) = &self.cgroup {
-            let _ = fs::write(dir.join("cgroup.kill"), b"1");
-            let _ = fs::remove_dir(dir);
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.kill();
+            let _ = cgroup.remove();
         }
     }
 }

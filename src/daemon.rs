@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::dispatcher::{Dispatcher, Totals};
 use crate::reader::{run_reader, INBOUND_CAPACITY};
 use crate::settings::Settings;
+use crate::spawner::Spawner;
 use crate::turn::TurnContext;
 use crate::writer::{run_writer, Outgoing};
 
@@ -56,6 +57,7 @@ where
         settings: Arc::new(settings),
         out,
         notices: notice_tx,
+        spawner: Spawner::start(),
     });
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
     let reader = tokio::spawn(run_reader(input, max_request_bytes, inbound_tx));

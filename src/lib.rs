@@ -6,6 +6,7 @@
 //! The lint below keeps a stray `println!` from breaking that.
 #![deny(clippy::print_stdout)]
 
+pub mod cgroup;
 pub mod check;
 pub mod child;
 pub mod codex_bin;
@@ -21,5 +22,6 @@ pub mod lines;
 pub mod reader;
 pub mod settings;
 pub mod spawn;
+pub mod spawner;
 pub mod turn;
 pub mod writer;

@@ -106,6 +106,24 @@ pub struct Spawned {
     pub born_in_cgroup: bool,
 }
 
+impl Spawned {
+    /// For a child nobody will watch: SIGKILL to its process group, then
+    /// reap it (blocking: it is dead or dying).
+    pub fn kill_and_reap(self) {
+        // SAFETY: signalling and waiting for our own, unreaped child.
+        unsafe {
+            libc::killpg(self.pid as libc::pid_t, libc::SIGKILL);
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PIDFD,
+                self.pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            );
+        }
+    }
+}
+
 /// What the child reads and writes: it lives on the daemon's stack, shared
 /// with the child through `CLONE_VM`, and outlives the child's use of it
 /// because the daemon's thread is suspended until the child `exec`s or exits.

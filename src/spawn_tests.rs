@@ -43,6 +43,9 @@ fn program(path: &str, args: &[&str], env: &[(&str, &str)]) -> Program {
     .unwrap()
 }
 
+/// The daemon's cgroup is named by pid: one test at a time may own it.
+static CGROUP_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn both_syscalls() -> [Syscall; 2] {
     [Syscall::Clone3, Syscall::Clone]
 }
@@ -134,6 +137,7 @@ fn a_nul_byte_is_refused_before_anything_starts() {
 
 #[test]
 fn the_child_is_born_in_the_turns_cgroup_when_there_is_one() {
+    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let containment =
         crate::containment::Containment::start(crate::containment::ContainmentMode::Auto).unwrap();
     if containment.mode() != "cgroup" {
@@ -147,7 +151,8 @@ fn the_child_is_born_in_the_turns_cgroup_when_there_is_one() {
     for (syscall, born) in [(Syscall::Clone3, true), (Syscall::Clone, false)] {
         let turn = containment.turn();
         let p = program("/bin/cat", &["/proc/self/cgroup"], &[]);
-        let child = spawn_with(&p, turn.cgroup_fd(), syscall).unwrap();
+        let cgroup = turn.cgroup_fd();
+        let child = spawn_with(&p, cgroup.as_deref().map(AsRawFd::as_raw_fd), syscall).unwrap();
         assert_eq!(child.born_in_cgroup, born, "{syscall:?}");
         assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
         let cgroup = read_all(child.stdout);
@@ -159,4 +164,71 @@ fn the_child_is_born_in_the_turns_cgroup_when_there_is_one() {
         runtime.block_on(turn.release());
     }
     containment.close();
+}
+
+/// The cgroup `cat /proc/self/cgroup` ran in, started in `turn`'s, and its
+/// (reaped) pid.
+fn cgroup_of_a_child(turn: &crate::containment::TurnContainer) -> (String, u32) {
+    let cgroup = turn.cgroup_fd();
+    let p = program("/bin/cat", &["/proc/self/cgroup"], &[]);
+    let child = spawn(&p, cgroup.as_deref().map(AsRawFd::as_raw_fd)).unwrap();
+    // Exited by itself: a child SIGKILLed at birth fails here.
+    assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
+    let text = read_all(child.stdout);
+    let path = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    (path.to_owned(), child.pid)
+}
+
+#[test]
+fn an_empty_turn_cgroup_is_reused_unless_it_was_ever_killed() {
+    use crate::containment::{Containment, ContainmentMode};
+    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let containment = Containment::start(ContainmentMode::Auto).unwrap();
+    if containment.mode() != "cgroup" {
+        eprintln!("no writable cgroup2 hierarchy here: nothing to reuse");
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A turn whose codex ends by itself, leaving nothing: its cgroup is
+    // kept...
+    let mut first = containment.turn();
+    let (first_path, pid) = cgroup_of_a_child(&first);
+    first.kill_after_exit(pid);
+    runtime.block_on(first.release());
+    assert_eq!(containment.idle_cgroups(), 1);
+    // ...and the next turn's codex is born in it, and lives.
+    let mut second = containment.turn();
+    assert_eq!(containment.idle_cgroups(), 0);
+    assert_eq!(cgroup_of_a_child(&second).0, first_path);
+    // A killed one is removed, not kept: on Linux 6.14+ a process cloned
+    // into a once-killed cgroup is SIGKILLed at birth.
+    let cgroup = second.cgroup_fd();
+    let sleeper = spawn(
+        &program("/bin/sleep", &["60"], &[]),
+        cgroup.as_deref().map(AsRawFd::as_raw_fd),
+    )
+    .unwrap();
+    second.kill_all(sleeper.pid);
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own pidfd into a local siginfo_t.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            sleeper.pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED,
+        )
+    };
+    assert_eq!((rc, info.si_code), (0, libc::CLD_KILLED));
+    runtime.block_on(second.release());
+    assert_eq!(containment.idle_cgroups(), 0);
+    let third = containment.turn();
+    assert_ne!(cgroup_of_a_child(&third).0, first_path);
+    runtime.block_on(third.release());
+    assert_eq!(containment.idle_cgroups(), 1);
+    containment.close();
+    assert_eq!(containment.idle_cgroups(), 0);
 }

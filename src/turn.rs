@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runner_protocol::{codes, End, EndStatus, RunParams};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 
@@ -19,6 +18,7 @@ use crate::diag::{self, Redactor};
 use crate::events::{EventPeek, TurnState};
 use crate::lines::{ChunkReader, Frame, LineFramer};
 use crate::settings::Settings;
+use crate::spawner::Spawner;
 use crate::writer::Outgoing;
 
 /// Reads of codex's stdout, at most (memory is touched only as far as reads
@@ -65,6 +65,8 @@ pub struct TurnContext {
     pub out: Outgoing,
     /// Notices to the dispatcher. Unbounded: at most two per running turn.
     pub notices: mpsc::UnboundedSender<TurnNotice>,
+    /// Starts codex processes.
+    pub spawner: Spawner,
 }
 
 /// Runs one turn to its `end`.
@@ -117,20 +119,28 @@ async fn drive(
     let args = codex_args(params, home.output_schema.as_deref());
     let env = codex_env(params, id, home.path(), bin);
     let mut container = settings.containment.turn();
-    let mut proc = match child::spawn(bin, args, env, container.cgroup_fd()) {
+    // The prompt goes to codex's stdin, which is then closed (codex reads
+    // until EOF).
+    let prompt = params.prompt_text();
+    let spawned = child::spawn(
+        &ctx.spawner,
+        bin,
+        args,
+        env,
+        container.cgroup_fd(),
+        prompt.as_bytes(),
+    )
+    .await;
+    let mut proc = match spawned {
         Ok(proc) => proc,
         Err(e) => return End::error(id, codes::END_SPAWN_FAILED, diag::chain(&e)),
     };
     let pid = proc.id();
     tracing::debug!(pid, "spawned codex");
 
-    // The prompt is written by its own task: a child that never reads stdin
-    // must not stall this loop. Dropping stdin closes it (codex waits for EOF).
-    let mut stdin = proc.stdin.take().expect("stdin is piped");
-    let prompt = params.prompt_text();
-    tokio::spawn(async move {
-        let _ = stdin.write_all(prompt.as_bytes()).await;
-    });
+    if let Some(rest) = proc.stdin.take() {
+        tokio::spawn(rest.write());
+    }
     let stderr = proc.stderr.take().expect("stderr is piped");
     let stderr_tail = diag::StderrTail::default();
     let mut stderr_task = tokio::spawn(diag::forward_stderr(

@@ -259,3 +259,19 @@ fn find_rollout(dir: &std::path::Path, thread: &str) -> Option<std::path::PathBu
     }
     None
 }
+
+#[tokio::test]
+async fn a_prompt_larger_than_the_pipe_reaches_codex_whole() {
+    // A pipe holds 64 KiB: the rest is written as codex reads.
+    let prompt: String = (0..300_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let mut d = Daemon::start().await;
+    d.run("big", json!({ "prompt": prompt })).await;
+    d.collect_one("big").await.assert_ok();
+    let record = d.record("big");
+    let got = record["stdin"].as_str().unwrap();
+    assert_eq!(got.len(), prompt.len());
+    assert!(got == prompt, "the prompt arrived altered");
+    d.assert_clean_exit().await;
+}
