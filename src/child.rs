@@ -10,8 +10,7 @@
 //! [`crate::spawn`].
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use tokio::io::Interest;
 use tokio::net::unix::pipe;
 
 use crate::codex_bin::CodexBin;
-use crate::spawn::Program;
+use crate::spawn::{self, Program, Wait};
 use crate::spawner::Spawner;
 
 /// Why codex could not be started.
@@ -189,7 +188,7 @@ impl CodexProcess {
         };
         loop {
             let mut ready = pidfd.readable().await?;
-            if let Some(status) = try_reap(pidfd.get_ref().as_raw_fd())? {
+            if let Some(status) = spawn::reap(pidfd.get_ref(), Wait::Poll)? {
                 self.pidfd = None;
                 return Ok(status);
             }
@@ -207,7 +206,7 @@ impl Drop for CodexProcess {
             return;
         };
         kill_group(self.pid);
-        if let Ok(Some(_)) = try_reap(pidfd.get_ref().as_raw_fd()) {
+        if let Ok(Some(_)) = spawn::reap(pidfd.get_ref(), Wait::Poll) {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -217,7 +216,7 @@ impl Drop for CodexProcess {
                     let Ok(mut ready) = guard.readable().await else {
                         return;
                     };
-                    if !matches!(try_reap(guard.get_ref().as_raw_fd()), Ok(None)) {
+                    if !matches!(spawn::reap(guard.get_ref(), Wait::Poll), Ok(None)) {
                         return;
                     }
                     ready.clear_ready();
@@ -225,37 +224,6 @@ impl Drop for CodexProcess {
             });
         }
     }
-}
-
-/// Reaps the child behind `pidfd` if it has exited.
-fn try_reap(pidfd: RawFd) -> std::io::Result<Option<ExitStatus>> {
-    // SAFETY: siginfo_t is plain data, filled by waitid.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid on our own pidfd into a local siginfo_t.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: after a successful waitid, si_pid and si_status are set (si_pid
-    // is 0 when the child has not exited yet).
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
-        return Ok(None);
-    }
-    // Back to the wait(2) status encoding ExitStatus is built from.
-    let raw = match info.si_code {
-        libc::CLD_EXITED => (status & 0xff) << 8,
-        libc::CLD_DUMPED => status | 0x80,
-        _ => status,
-    };
-    Ok(Some(ExitStatus::from_raw(raw)))
 }
 
 /// Sends SIGINT to the process (codex's graceful stop).

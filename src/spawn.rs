@@ -110,18 +110,56 @@ impl Spawned {
     /// For a child nobody will watch: SIGKILL to its process group, then
     /// reap it (blocking: it is dead or dying).
     pub fn kill_and_reap(self) {
-        // SAFETY: signalling and waiting for our own, unreaped child.
-        unsafe {
-            libc::killpg(self.pid as libc::pid_t, libc::SIGKILL);
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PIDFD,
-                self.pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED,
-            );
-        }
+        // SAFETY: signalling our own, unreaped child's group.
+        unsafe { libc::killpg(self.pid as libc::pid_t, libc::SIGKILL) };
+        let _ = reap(&self.pidfd, Wait::Block);
     }
+}
+
+/// Whether [`reap`] waits for the child to exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Until it exits.
+    Block,
+    /// Not at all: `None` if it is still running.
+    Poll,
+}
+
+/// Reaps the child behind `pidfd` (ours, not yet reaped): its exit status,
+/// or `None` if it is still running and `wait` is [`Wait::Poll`].
+pub fn reap(pidfd: &OwnedFd, wait: Wait) -> io::Result<Option<std::process::ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let flags = match wait {
+        Wait::Block => libc::WEXITED,
+        Wait::Poll => libc::WEXITED | libc::WNOHANG,
+    };
+    // SAFETY: siginfo_t is plain data, filled by waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own pidfd into a local siginfo_t.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            flags,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after a successful waitid, si_pid and si_status are set (si_pid
+    // stays 0 when a WNOHANG wait found the child still running).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    // Back to the wait(2) status encoding ExitStatus is built from.
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => status | 0x80,
+        _ => status,
+    };
+    Ok(Some(std::process::ExitStatus::from_raw(raw)))
 }
 
 /// What the child reads and writes: it lives on the daemon's stack, shared
@@ -189,16 +227,7 @@ fn spawn_with(program: &Program, cgroup: Option<RawFd>, syscall: Syscall) -> io:
     drop((stdin_child, stdout_child, stderr_child));
     if args.errno != 0 {
         // The child exited without exec: reap it so it is not left a zombie.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waiting on our own pidfd into a local siginfo_t.
-        unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED,
-            )
-        };
+        let _ = reap(&pidfd, Wait::Block);
         return Err(io::Error::from_raw_os_error(args.errno));
     }
     Ok(Spawned {
@@ -240,6 +269,8 @@ fn clone_child(
     cgroup: Option<RawFd>,
     syscall: Syscall,
 ) -> io::Result<(u32, OwnedFd, bool)> {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = syscall;
     #[cfg(target_arch = "x86_64")]
     if syscall == Syscall::Clone3 {
         match clone3(args, stack, cgroup) {

@@ -7,22 +7,9 @@ use std::path::Path;
 
 use super::*;
 
-/// Waits for the child behind `pidfd` (blocking) and returns its wait status.
+/// Waits for the child behind `pidfd` (blocking) and returns its exit status.
 fn wait_blocking(pidfd: &OwnedFd) -> std::process::ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid on our own pidfd into a local siginfo_t.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED,
-        )
-    };
-    assert_eq!(rc, 0, "waitid: {}", io::Error::last_os_error());
-    assert_eq!(info.si_code, libc::CLD_EXITED, "the child was killed");
-    std::process::ExitStatus::from_raw((unsafe { info.si_status() } & 0xff) << 8)
+    reap(pidfd, Wait::Block).unwrap().unwrap()
 }
 
 /// Everything left in a (non-blocking) read end once its writers are gone.
@@ -212,17 +199,11 @@ fn an_empty_turn_cgroup_is_reused_unless_it_was_ever_killed() {
     )
     .unwrap();
     second.kill_all(sleeper.pid);
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid on our own pidfd into a local siginfo_t.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            sleeper.pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED,
-        )
-    };
-    assert_eq!((rc, info.si_code), (0, libc::CLD_KILLED));
+    let status = wait_blocking(&sleeper.pidfd);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
     runtime.block_on(second.release());
     assert_eq!(containment.idle_cgroups(), 0);
     let third = containment.turn();
