@@ -175,9 +175,13 @@ impl TurnContainer {
     /// reused, the children of an unrelated process.
     pub fn kill_after_exit(&mut self, pid: u32) {
         if let Some(cgroup) = &self.cgroup {
-            // Usually codex left nothing: no signal to send.
+            // Usually codex left nothing in its cgroup: then the cgroup is
+            // not killed, which keeps it reusable (see crate::cgroup). The
+            // group still is, for a codex that could not join the cgroup.
             if cgroup.populated() {
                 self.kill_all(pid);
+            } else {
+                crate::child::kill_group(pid);
             }
             return;
         }
