@@ -96,44 +96,49 @@ pub async fn spawn(
     if in_cgroup && !spawned.born_in_cgroup {
         tracing::debug!("clone3 could not start codex in its cgroup; it joined it itself");
     }
-    // Most prompts fit in the pipe: written now, stdin is closed without
-    // ever being registered with the runtime or given a task.
-    let written = write_now(&spawned.stdin, input);
-    let stdin = spawned.stdin;
-    let registered = (|| {
-        Ok::<_, std::io::Error>((
-            // SAFETY: an OwnedFd keeps its fd open and unchanged while owned.
-            unsafe { AsyncFd::register_with_interest(spawned.pidfd, Interest::READABLE)? },
-            // Pipes we just made, our ends already non-blocking.
-            match written {
-                Some(n) if n < input.len() => Some(PendingInput {
-                    pipe: pipe::Sender::from_owned_fd_unchecked(stdin)?,
-                    rest: input[n..].to_vec(),
-                }),
-                // All written, or codex closed its stdin: close ours.
-                _ => None,
-            },
-            pipe::Receiver::from_owned_fd_unchecked(spawned.stdout)?,
-            pipe::Receiver::from_owned_fd_unchecked(spawned.stderr)?,
-        ))
-    })();
-    match registered {
-        Ok((pidfd, stdin, stdout, stderr)) => Ok(CodexProcess {
-            pid: spawned.pid,
-            pidfd: Some(pidfd),
-            stdin,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-        }),
-        Err(source) => {
-            // Cannot watch it: do not leave it running unwatched.
+    let not_watchable = |source| SpawnError::NotRunnable {
+        path: bin.program.display().to_string(),
+        source,
+    };
+    // SAFETY: an OwnedFd keeps its fd open and unchanged while owned.
+    let pidfd = match unsafe { AsyncFd::register_with_interest(spawned.pidfd, Interest::READABLE) }
+    {
+        Ok(pidfd) => pidfd,
+        Err(e) => {
+            // Cannot watch it: do not leave it running, or unreaped.
+            let (pidfd, source) = e.into_parts();
             kill_group(spawned.pid);
-            Err(SpawnError::NotRunnable {
-                path: bin.program.display().to_string(),
-                source,
+            let _ = spawn::reap(&pidfd, Wait::Block);
+            return Err(not_watchable(source));
+        }
+    };
+    // From here on, dropping `process` kills and reaps codex.
+    let mut process = CodexProcess {
+        pid: spawned.pid,
+        pidfd: Some(pidfd),
+        stdin: None,
+        stdout: None,
+        stderr: None,
+    };
+    // Most prompts fit in the pipe: written now, stdin is closed without
+    // ever being registered with the runtime or given a task. (The pipes
+    // are ours, just made, our ends already non-blocking: `_unchecked`.)
+    match write_now(&spawned.stdin, input) {
+        Some(n) if n < input.len() => {
+            process.stdin = Some(PendingInput {
+                pipe: pipe::Sender::from_owned_fd_unchecked(spawned.stdin)
+                    .map_err(not_watchable)?,
+                rest: input[n..].to_vec(),
             })
         }
+        // All written, or codex closed its stdin: close ours.
+        _ => drop(spawned.stdin),
     }
+    process.stdout =
+        Some(pipe::Receiver::from_owned_fd_unchecked(spawned.stdout).map_err(not_watchable)?);
+    process.stderr =
+        Some(pipe::Receiver::from_owned_fd_unchecked(spawned.stderr).map_err(not_watchable)?);
+    Ok(process)
 }
 
 /// Writes what fits of `bytes` to the non-blocking `fd`: how much, or `None`
