@@ -25,6 +25,12 @@ use std::sync::{Arc, Mutex};
 /// Idle cgroups kept for reuse, at most.
 const POOL_MAX: usize = 256;
 
+/// Idle cgroups a new daemon creates before it reads its first request, at
+/// most (about 100 µs each): enough that a first batch of that many turns
+/// starts without a `mkdir` on its path, few enough that starting stays
+/// quick.
+pub const PREFILL_MAX: usize = 64;
+
 /// One turn's cgroup directory, open.
 #[derive(Debug)]
 pub struct TurnCgroup {
@@ -139,6 +145,23 @@ impl CgroupPool {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         TurnCgroup::create(self.root.join(format!("turn-{n}")))
+    }
+
+    /// Creates up to `n` (at most [`PREFILL_MAX`]) idle cgroups ahead of
+    /// the first turns. Best effort: a failure is logged and ends it, and
+    /// turns then create their own.
+    pub fn prefill(&self, n: usize) {
+        for _ in 0..n.min(PREFILL_MAX) {
+            let dir = self.root.join(format!(
+                "turn-{}",
+                self.next.fetch_add(1, Ordering::Relaxed)
+            ));
+            if let Err(e) = fs::create_dir(&dir) {
+                tracing::warn!(cgroup = %dir.display(), error = %e, "cannot create a turn cgroup ahead of time");
+                return;
+            }
+            self.idle.lock().unwrap().push(dir);
+        }
     }
 
     /// Takes back a cgroup its turn is done with: kept if it is empty, was

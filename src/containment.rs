@@ -105,6 +105,14 @@ impl Containment {
         }
     }
 
+    /// Creates idle turn cgroups for the first `turns` turns (see
+    /// [`CgroupPool::prefill`]); nothing in process-group mode.
+    pub fn prefill(&self, turns: usize) {
+        if let Some(pool) = &self.cgroups {
+            pool.prefill(turns);
+        }
+    }
+
     /// Idle turn cgroups kept for reuse (for tests).
     pub fn idle_cgroups(&self) -> usize {
         self.cgroups.as_ref().map_or(0, |pool| pool.idle())

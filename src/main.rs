@@ -221,7 +221,11 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
         kill_grace: seconds("kill-grace", cli.kill_grace)?,
         max_event_bytes: cli.max_event_bytes,
         max_request_bytes: cli.max_request_bytes,
-        containment: std::sync::Arc::new(Containment::start(cli.containment)?),
+        containment: {
+            let containment = Containment::start(cli.containment)?;
+            containment.prefill(cli.max_concurrent as usize);
+            std::sync::Arc::new(containment)
+        },
     })
 }
 
