@@ -157,6 +157,7 @@ mod tests {
         let home = HomeSettings {
             base_home: base.path().to_path_buf(),
             turn_root: base.path().to_path_buf(),
+            idle: Default::default(),
         };
         let input = concat!(
             r#"{"type":"run","id":"a","params":{"prompt":"x","model":"m","env":{"K":"env-secret"},"mcp_servers":{"s":{"url":"http://h/","http_headers":{"Authorization":"Bearer req-secret"}}}}}"#,

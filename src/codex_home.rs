@@ -59,6 +59,7 @@ use toml_edit::DocumentMut;
 
 use crate::codex_bin::CodexBin;
 use crate::config_toml::{self, ConfigError};
+use crate::home_pool::{self, IdleHomes, Links};
 
 /// Entries of the base home linked into every turn's home (when present).
 const LINKED: &[&str] = &[
@@ -94,12 +95,15 @@ const SETTLED: Duration = Duration::from_secs(2);
 const SETTLED: Duration = Duration::from_millis(300);
 
 /// Where homes come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HomeSettings {
     /// The user's CODEX_HOME (may not exist).
     pub base_home: PathBuf,
     /// Where per-turn dirs are created (a private dir of ours).
     pub turn_root: PathBuf,
+    /// Homes of finished turns, kept for later ones (see
+    /// [`TurnHome::recycle`]); removed with [`IdleHomes::clear`] at exit.
+    pub idle: Arc<IdleHomes>,
 }
 
 /// Why a turn's home could not be prepared.
@@ -135,6 +139,8 @@ pub struct TurnHome {
     path: PathBuf,
     /// What we put in it, removed one by one before the directory.
     created: Vec<PathBuf>,
+    /// The links it holds, which a later turn reusing it needs.
+    links: Links,
     /// Already removed (by [`TurnHome::remove`]).
     removed: bool,
     /// The output schema file, when the request has one.
@@ -151,6 +157,20 @@ impl TurnHome {
     pub fn remove(mut self) -> std::io::Result<()> {
         self.removed = true;
         remove_home(&self.path, &self.created)
+    }
+
+    /// Empties the directory but for its links and keeps it in `idle` for
+    /// a later turn; removes it instead if a link is gone or changed. Only
+    /// for a home no process of its turn can still write to.
+    pub fn recycle(mut self, idle: &IdleHomes) -> std::io::Result<()> {
+        self.removed = true;
+        match home_pool::empty_but_links(&self.path, &self.links) {
+            Ok(true) => {
+                idle.give_back(std::mem::take(&mut self.path), self.links.clone());
+                Ok(())
+            }
+            Ok(false) | Err(_) => remove_home(&self.path, &self.created),
+        }
     }
 }
 
@@ -254,11 +274,17 @@ pub fn prepare(
     config_toml::synthesize(&mut doc, run_id, params)?;
     let template = codex.and_then(state_template);
 
-    let path = create_turn_dir(&settings.turn_root)?;
+    let reused = settings.idle.take(&snapshot.links);
+    let linked = reused.is_some();
+    let path = match reused {
+        Some(path) => path,
+        None => create_turn_dir(&settings.turn_root)?,
+    };
     // From here on, a failure removes the directory (drop).
     let mut home = TurnHome {
         path,
         created: Vec::with_capacity(snapshot.links.len() + 4),
+        links: snapshot.links.clone(),
         removed: false,
         output_schema: None,
     };
@@ -272,9 +298,11 @@ pub fn prepare(
         home.created.push(path.clone());
         home.output_schema = Some(path);
     }
-    for (name, target) in &snapshot.links {
+    for (name, target) in snapshot.links.iter() {
         let link = home.path.join(name);
-        std::os::unix::fs::symlink(target, &link).map_err(io("linking", &link))?;
+        if !linked {
+            std::os::unix::fs::symlink(target, &link).map_err(io("linking", &link))?;
+        }
         home.created.push(link);
     }
     if let Some(template) = template {
@@ -360,7 +388,7 @@ struct BaseSnapshot {
     /// added, removed or renamed.
     dir_key: Option<FileKey>,
     /// Entries to link: (name, target).
-    links: Vec<(OsString, PathBuf)>,
+    links: Links,
 }
 
 fn stat_key(path: &Path) -> Result<Option<FileKey>, HomeError> {
@@ -409,7 +437,7 @@ fn base_snapshot(base: &Path) -> Result<Arc<BaseSnapshot>, HomeError> {
         let _ = DirBuilder::new().mode(0o700).create(base.join(shared));
     }
     let dir_key = stat_key(base)?;
-    let links = base_entries(base);
+    let links = Arc::new(base_entries(base));
     let snapshot = Arc::new(BaseSnapshot {
         config_key,
         config,
@@ -642,6 +670,7 @@ mod tests {
         let settings = HomeSettings {
             base_home: base.path().to_path_buf(),
             turn_root: turn_root.clone(),
+            idle: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({
             "prompt": "x", "output_schema": {"type": "object"}
@@ -687,6 +716,7 @@ mod tests {
         let settings = HomeSettings {
             base_home: root.path().join("home"),
             turn_root: root.path().to_path_buf(),
+            idle: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let mut seen = None;
@@ -707,6 +737,7 @@ mod tests {
         let settings = HomeSettings {
             base_home: base.path().to_path_buf(),
             turn_root: root.path().to_path_buf(),
+            idle: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let config_of = |settings: &HomeSettings| {
@@ -754,6 +785,7 @@ mod tests {
         let settings = HomeSettings {
             base_home: base.path().to_path_buf(),
             turn_root: root.path().to_path_buf(),
+            idle: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let home = prepare(&settings, None, "r1", &params).unwrap();
@@ -794,6 +826,7 @@ mod tests {
         let settings = HomeSettings {
             base_home: base,
             turn_root: root.clone(),
+            idle: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -851,6 +884,7 @@ mod tests {
         let settings = HomeSettings {
             base_home: root.path().join("nonexistent-home"),
             turn_root: root.path().to_path_buf(),
+            idle: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let home = prepare(&settings, None, "r1", &params).unwrap();

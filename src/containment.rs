@@ -204,7 +204,9 @@ impl TurnContainer {
 
     /// Waits (bounded) until everything killed is gone, so that a turn's
     /// `end` means its processes are dead, and gives the turn's cgroup back.
-    pub async fn release(mut self) {
+    /// `true` when the turn's cgroup was seen empty: no process of the turn
+    /// is left (a process group cannot tell, so without a cgroup, `false`).
+    pub async fn release(mut self) -> bool {
         let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         // SIGKILL is delivered asynchronously; poll briefly, backing off.
         let mut pause = Duration::from_millis(1);
@@ -212,20 +214,23 @@ impl TurnContainer {
             while self.killed.iter().any(|pid| is_running(*pid)) {
                 if tokio::time::Instant::now() >= deadline {
                     tracing::warn!(pids = ?self.killed, "killed processes of the turn are still running");
-                    return;
+                    return false;
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
-            return;
+            return false;
         };
-        while cgroup.populated() && tokio::time::Instant::now() < deadline {
+        let mut populated = cgroup.populated();
+        while populated && tokio::time::Instant::now() < deadline {
             cgroup.kill();
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
+            populated = cgroup.populated();
         }
         // Still busy after the deadline: give_back leaves it, with a warning.
         pool.give_back(cgroup);
+        !populated
     }
 }
 

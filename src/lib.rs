@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod diag;
 pub mod dispatcher;
 pub mod events;
+pub mod home_pool;
 pub mod lines;
 pub mod reader;
 pub mod settings;

@@ -119,6 +119,7 @@ fn main() -> ExitCode {
         .build()
         .expect("the tokio runtime starts");
     let containment = settings.containment.clone();
+    let idle_homes = settings.home.idle.clone();
     let summary = runtime.block_on(async {
         let input = tokio::io::stdin();
         let output = tokio::io::stdout();
@@ -149,6 +150,7 @@ fn main() -> ExitCode {
         "codex-runner exiting"
     );
     containment.close();
+    idle_homes.clear();
     // Children are gone; blocking stdin reads must not keep us alive.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match summary.stdout_error {
@@ -170,6 +172,7 @@ fn check(cli: &Cli) -> ExitCode {
             }
         },
         turn_root: PathBuf::new(),
+        idle: Default::default(),
     };
     match codex_runner::check::run(&home, std::io::stdin().lock(), std::io::stdout().lock()) {
         Ok(0) => ExitCode::SUCCESS,
@@ -215,6 +218,7 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
         home: HomeSettings {
             base_home,
             turn_root,
+            idle: Default::default(),
         },
         max_concurrent: cli.max_concurrent as usize,
         turn_timeout: (!turn_timeout.is_zero()).then_some(turn_timeout),

@@ -16,6 +16,7 @@ use crate::codex_home::{self, TurnHome};
 use crate::command::{codex_args, codex_env};
 use crate::diag::{self, Redactor};
 use crate::events::{EventPeek, TurnState};
+use crate::home_pool::IdleHomes;
 use crate::lines::{ChunkReader, Frame, LineFramer};
 use crate::settings::Settings;
 use crate::spawner::Spawner;
@@ -310,7 +311,7 @@ async fn drive(
     }
     // Whatever codex left behind (background commands, servers) goes with it.
     container.kill_after_exit(pid);
-    container.release().await;
+    let nothing_left = container.release().await;
     // stderr closes when the last process holding it is gone; one that
     // escaped (no cgroup) must not hold the turn's end hostage.
     let stderr_wait = settings.kill_grace.max(Duration::from_secs(1));
@@ -330,7 +331,13 @@ async fn drive(
         &stderr_tail,
         &redactor,
     );
-    remove_home(home);
+    if nothing_left {
+        // No process of the turn can write to its home any more: it can
+        // serve a later turn.
+        recycle_home(home, &settings.home.idle);
+    } else {
+        remove_home(home);
+    }
     end
 }
 
@@ -361,6 +368,13 @@ fn check_paths(p: &RunParams) -> Result<(), String> {
 fn remove_home(home: TurnHome) {
     let path = home.path().to_path_buf();
     if let Err(e) = home.remove() {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove the turn's CODEX_HOME");
+    }
+}
+
+fn recycle_home(home: TurnHome, idle: &IdleHomes) {
+    let path = home.path().to_path_buf();
+    if let Err(e) = home.recycle(idle) {
         tracing::warn!(path = %path.display(), error = %e, "could not remove the turn's CODEX_HOME");
     }
 }

@@ -139,7 +139,7 @@ async fn spawn_failure_and_config_errors() {
         "{}",
         run.end
     );
-    assert!(d.leftover_turn_dirs().is_empty());
+    assert!(d.leftover_turn_files().is_empty());
     d.assert_clean_exit().await;
 
     let mut d = Daemon::builder()

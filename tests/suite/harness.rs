@@ -370,6 +370,11 @@ impl Daemon {
             "exit {status}; stderr:\n{}",
             self.stderr()
         );
+        assert!(
+            self.leftover_turn_dirs().is_empty(),
+            "turn dirs outlived the daemon: {:?}",
+            self.leftover_turn_dirs()
+        );
     }
 
     /// Waits until the daemon's stderr has a line containing `needle`.
@@ -423,7 +428,8 @@ impl Daemon {
         serde_json::from_str(&text).unwrap()
     }
 
-    /// Per-turn dirs still present under the turn root.
+    /// Per-turn dirs still present under the turn root (after the daemon
+    /// exited: it removes the homes it kept for reuse at exit).
     pub fn leftover_turn_dirs(&self) -> Vec<PathBuf> {
         match std::fs::read_dir(self.turn_root.path().join("turns")) {
             Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
@@ -431,8 +437,31 @@ impl Daemon {
         }
     }
 
+    /// What finished turns left in their dirs: anything but the links to
+    /// the base home, which a dir kept for a later turn holds and nothing
+    /// else (while the daemon runs).
+    pub fn leftover_turn_files(&self) -> Vec<PathBuf> {
+        self.leftover_turn_dirs()
+            .iter()
+            .flat_map(|dir| files_but_links(dir))
+            .collect()
+    }
+
     pub fn base_home(&self) -> &Path {
         self.base_home.path()
+    }
+}
+
+/// Entries of `dir` other than symlinks (none if `dir` is gone): a turn's
+/// files, where a home kept for reuse holds only its links.
+pub fn files_but_links(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap())
+            .filter(|e| !e.file_type().unwrap().is_symlink())
+            .map(|e| e.path())
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 

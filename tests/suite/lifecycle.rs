@@ -69,7 +69,7 @@ async fn cancel_leaves_no_descendant_alive() {
     } else {
         eprintln!("NOTE: no writable cgroup2 here; a grandchild reparented away from codex is out of reach of process groups");
     }
-    assert!(d.leftover_turn_dirs().is_empty());
+    assert!(d.leftover_turn_files().is_empty());
     d.assert_clean_exit().await;
 }
 

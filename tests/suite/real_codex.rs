@@ -17,7 +17,7 @@ use codex_runner_test_support::{
 };
 use serde_json::{json, Value};
 
-use super::harness::{Daemon, RunOutput, READ_TIMEOUT};
+use super::harness::{files_but_links, Daemon, RunOutput, READ_TIMEOUT};
 
 /// The real codex, or `None` (with a loud message) when it is absent and `CI`
 /// is unset; with `CI` set its absence fails the test.
@@ -273,7 +273,7 @@ async fn http_mcp_call_carries_request_and_per_turn_headers() {
         header(&calls[1], "x-codex-runner-thread-id"),
         Some(thread.as_str())
     );
-    assert!(d.leftover_turn_dirs().is_empty());
+    assert!(d.leftover_turn_files().is_empty());
     d.assert_clean_exit().await;
     // Header and env values are secrets: never in logs or diag lines.
     let stderr = d.stderr();
@@ -390,9 +390,11 @@ async fn required_server_that_is_down_fails_the_turn_quickly() {
     d.assert_clean_exit().await;
 }
 
-/// 4. Two turns on one thread, each in its own per-turn CODEX_HOME: the
-///    resumed turn's model request carries the first turn's history, which
-///    outlives the first turn's home in the base home's `sessions/`. The
+/// 4. Two turns on one thread, each with a per-turn CODEX_HOME of its own
+///    (config and state database new; the second may get the first's emptied
+///    dir): the resumed turn's model request carries the first turn's
+///    history, which outlives the first turn's files in the base home's
+///    `sessions/`. The
 ///    resume is sent while the first turn is still running (inside a 1 s
 ///    tool call): it waits for it.
 #[tokio::test]
@@ -425,7 +427,10 @@ async fn resume_across_per_turn_homes_carries_the_history() {
     first.assert_ok();
     assert_eq!(tool_call(first)["status"], "completed");
     assert_eq!(first.end["thread_id"], thread);
-    assert!(!first_home.exists(), "turn 1's home is gone");
+    // Turn 1's files (its state database among them) are gone, though its
+    // emptied dir may serve turn 2: the history comes from `sessions/`.
+    let left = files_but_links(&first_home);
+    assert!(left.is_empty(), "turn 1's files outlived it: {left:?}");
     // 3 requests for turn 1, then 1: usage is cumulative over the thread.
     assert_ok_end(second, 4);
     assert_eq!(thread_started(second), thread);
@@ -459,7 +464,7 @@ async fn resume_across_per_turn_homes_carries_the_history() {
         "no rollout for {thread} under {}",
         sessions.display()
     );
-    assert!(d.leftover_turn_dirs().is_empty());
+    assert!(d.leftover_turn_files().is_empty());
     d.assert_clean_exit().await;
 }
 
@@ -584,8 +589,9 @@ fn assert_turn_left_nothing(d: &Daemon, id: &str, home: &Path, extra_pids: &[u32
     for pid in extra_pids {
         assert!(!alive(*pid), "pid {pid} of {id} outlived its end");
     }
-    assert!(!home.exists(), "{} outlived the turn", home.display());
-    assert!(d.leftover_turn_dirs().is_empty());
+    let files = files_but_links(home);
+    assert!(files.is_empty(), "{} outlived the turn", home.display());
+    assert!(d.leftover_turn_files().is_empty());
 }
 
 /// Waits for the run's `item.started` of an `mcp_tool_call`.
@@ -722,7 +728,7 @@ async fn stalled_model_times_out_and_leaves_nothing() {
         assert_timed_out(&first, 5_000);
         let left = live_procs_with_env(&format!("CODEX_RUNNER_RUN_ID={id}"));
         assert!(left.is_empty(), "{left:?}");
-        assert!(d.leftover_turn_dirs().is_empty());
+        assert!(d.leftover_turn_files().is_empty());
         d.assert_clean_exit().await;
         return;
     }
@@ -820,7 +826,7 @@ async fn sixteen_concurrent_turns_half_with_mcp() {
     }
     assert_eq!(calls_by_run.len(), 8, "{:?}", calls_by_run.keys());
     assert_eq!(model.requests().len(), 8 * 3 + 8);
-    assert!(d.leftover_turn_dirs().is_empty());
+    assert!(d.leftover_turn_files().is_empty());
     d.assert_clean_exit().await;
 }
 
