@@ -315,6 +315,35 @@ pub fn prepare(
     Ok(home)
 }
 
+/// Homes a new daemon makes before it reads its first request, at most:
+/// as for turn cgroups, a first batch of that many turns then writes only
+/// its own files (see [`TurnHome::recycle`]).
+pub const PREFILL_MAX: usize = 64;
+
+/// Makes up to `turns` (at most [`PREFILL_MAX`]) empty homes holding the
+/// base home's links, kept in `settings.idle` for the first turns. Best
+/// effort: a failure is logged and ends it, and turns then make their own.
+pub fn prefill(settings: &HomeSettings, turns: usize) {
+    let made = (|| {
+        let snapshot = base_snapshot(&settings.base_home)?;
+        for _ in 0..turns.min(PREFILL_MAX) {
+            let path = create_turn_dir(&settings.turn_root)?;
+            for (name, target) in snapshot.links.iter() {
+                let link = path.join(name);
+                if let Err(e) = std::os::unix::fs::symlink(target, &link) {
+                    let _ = fs::remove_dir_all(&path);
+                    return Err(io("linking", &link)(e));
+                }
+            }
+            settings.idle.give_back(path, snapshot.links.clone());
+        }
+        Ok::<(), HomeError>(())
+    })();
+    if let Err(e) = made {
+        tracing::warn!(error = %crate::diag::chain(&e), "cannot make turn homes ahead of time");
+    }
+}
+
 /// `turn-<pid>-<n>`, created 0700: private from the first instant, and
 /// named so that a later daemon can tell whose it is (see [`clean_stale`]).
 fn create_turn_dir(root: &Path) -> Result<PathBuf, HomeError> {

@@ -110,6 +110,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A first batch of turns finds its cgroups and homes made (best effort;
+    // a few ms at most, before any request is read).
+    settings.containment.prefill(settings.max_concurrent);
+    codex_runner::codex_home::prefill(&settings.home, settings.max_concurrent);
     // One thread: a turn is a few syscalls per event, not work for a
     // second core, and every wake-up between two workers costs an eventfd
     // write and a futex; blocking work (stdin, a stalled stdout) already
@@ -225,11 +229,7 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
         kill_grace: seconds("kill-grace", cli.kill_grace)?,
         max_event_bytes: cli.max_event_bytes,
         max_request_bytes: cli.max_request_bytes,
-        containment: {
-            let containment = Containment::start(cli.containment)?;
-            containment.prefill(cli.max_concurrent as usize);
-            std::sync::Arc::new(containment)
-        },
+        containment: std::sync::Arc::new(Containment::start(cli.containment)?),
     })
 }
 
