@@ -90,7 +90,8 @@ pub async fn spawn(
             SpawnError::NotRunnable { path, source }
         }
     };
-    let program = Program::new(&bin.program, args, child_env(env)).map_err(not_runnable)?;
+    let program =
+        Program::with_base_env(&bin.program, args, daemon_env(), env).map_err(not_runnable)?;
     let in_cgroup = cgroup.is_some();
     let spawned = spawner.spawn(program, cgroup).await.map_err(not_runnable)?;
     if in_cgroup && !spawned.born_in_cgroup {
@@ -162,21 +163,19 @@ fn write_now(fd: &OwnedFd, bytes: &[u8]) -> Option<usize> {
     Some(written)
 }
 
-/// The daemon's environment without `RUST_LOG`, then `env` (later entries
-/// win). The daemon's own log filter is not codex's: inherited,
-/// `RUST_LOG=debug` would flood every run's diag lines; a request may still
-/// set it in `env`.
-fn child_env(env: Vec<(OsString, OsString)>) -> Vec<(OsString, OsString)> {
-    let mut all: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(key, _)| key != "RUST_LOG" && !env.iter().any(|(k, _)| k == key))
-        .collect();
-    for (key, value) in env {
-        match all.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => entry.1 = value,
-            None => all.push((key, value)),
-        }
-    }
-    all
+/// The daemon's environment without `RUST_LOG`, as codex gets it under the
+/// request's `env` (which wins). The daemon's own log filter is not codex's:
+/// inherited, `RUST_LOG=debug` would flood every run's diag lines; a
+/// request may still set it in `env`. Read once: the daemon never changes
+/// its own environment, and copying it for every turn was about 1% of the
+/// daemon's CPU at 64 concurrent turns.
+fn daemon_env() -> &'static Arc<Vec<std::ffi::CString>> {
+    static ENV: std::sync::OnceLock<Arc<Vec<std::ffi::CString>>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        Arc::new(spawn::env_entries(
+            std::env::vars_os().filter(|(key, _)| key != "RUST_LOG"),
+        ))
+    })
 }
 
 impl CodexProcess {

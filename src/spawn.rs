@@ -26,6 +26,7 @@
 use std::ffi::{c_int, c_void, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 /// The child's stack: enough for the small function below and the kernel's
 /// signal frame, should a signal arrive before `execve`.
@@ -34,16 +35,17 @@ const CHILD_STACK: usize = 64 * 1024;
 /// What to start.
 pub struct Program {
     path: CString,
-    /// `argv` and `envp` as the kernel wants them: pointers into `strings`,
-    /// each list ended by a null pointer.
+    /// `argv` and `envp` as the kernel wants them: pointers into `strings`
+    /// and `base`, each list ended by a null pointer.
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     _strings: Vec<CString>,
+    _base: Option<Arc<Vec<CString>>>,
 }
 
-// SAFETY: the raw pointers point into `_strings`, owned by the same value and
-// never mutated; moving the value moves the `CString`s' heap buffers by
-// pointer only.
+// SAFETY: the raw pointers point into `_strings` and `_base`, owned (or
+// shared, immutably) by the same value and never mutated; moving the value
+// moves the `CString`s' heap buffers by pointer only.
 unsafe impl Send for Program {}
 
 impl Program {
@@ -83,8 +85,62 @@ impl Program {
             envp: pointers(&strings[argc..]),
             path,
             _strings: strings,
+            _base: None,
         })
     }
+
+    /// As [`new`](Self::new), with the environment `base` (`KEY=value`
+    /// entries, shared between programs and built once) overridden and
+    /// extended by `env`: no copy of the base entries per program.
+    pub fn with_base_env(
+        path: &std::path::Path,
+        args: impl IntoIterator<Item = std::ffi::OsString>,
+        base: &Arc<Vec<CString>>,
+        env_overrides: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> io::Result<Program> {
+        use std::os::unix::ffi::OsStrExt;
+        // A key given twice: the later value wins, in its place.
+        let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = Vec::new();
+        for (key, value) in env_overrides {
+            match env.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = value,
+                None => env.push((key, value)),
+            }
+        }
+        let mut program = Program::new(path, args, env.iter().cloned())?;
+        let overridden = |entry: &CString| {
+            let entry = entry.as_bytes();
+            env.iter().any(|(key, _)| {
+                let key = key.as_bytes();
+                entry.len() > key.len() && entry[key.len()] == b'=' && entry.starts_with(key)
+            })
+        };
+        let own = std::mem::take(&mut program.envp);
+        program.envp = base
+            .iter()
+            .filter(|entry| !overridden(entry))
+            .map(|entry| entry.as_ptr())
+            .chain(own)
+            .collect();
+        program._base = Some(base.clone());
+        Ok(program)
+    }
+}
+
+/// `KEY=value` entries for [`Program::with_base_env`] (those with a NUL
+/// byte, which no real environment has, are left out).
+pub fn env_entries(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<CString> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    vars.into_iter()
+        .filter_map(|(key, value)| {
+            let mut entry = key.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            CString::new(entry).ok()
+        })
+        .collect()
 }
 
 /// A started child: its pid, a pidfd for it, and our ends of its stdin,

@@ -69,6 +69,43 @@ fn the_child_gets_its_pipes_its_env_and_its_own_process_group() {
     }
 }
 
+#[test]
+fn a_shared_base_env_is_overridden_and_extended_per_program() {
+    let base = Arc::new(env_entries([
+        ("KEEP".into(), "base".into()),
+        ("PATH".into(), "/nowhere".into()),
+        ("PATHX".into(), "not PATH".into()),
+    ]));
+    let p = Program::with_base_env(
+        Path::new("/usr/bin/env"),
+        [],
+        &base,
+        [
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("NEW".into(), "first".into()),
+            ("NEW".into(), "second".into()),
+        ],
+    )
+    .unwrap();
+    let child = spawn_with(&p, None, Syscall::Clone3).unwrap();
+    drop(child.stdin);
+    assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
+    let out = read_all(child.stdout);
+    let mut vars: Vec<&str> = out.lines().collect();
+    vars.sort_unstable();
+    assert_eq!(
+        vars,
+        [
+            "KEEP=base",
+            "NEW=second",
+            "PATH=/usr/bin:/bin",
+            "PATHX=not PATH"
+        ],
+        "a key given again replaces the base's (and an earlier one), once"
+    );
+    assert_eq!(base.len(), 3, "the base is shared, not changed");
+}
+
 /// The `Sig*` masks of `/proc/self/status`, as the child sees them after exec.
 fn signal_masks(syscall: Syscall) -> (u64, u64) {
     let p = program("/bin/cat", &["/proc/self/status"], &[]);
