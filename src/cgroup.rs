@@ -164,11 +164,11 @@ impl CgroupPool {
         }
     }
 
-    /// Takes back a cgroup its turn is done with: kept if it is empty, was
-    /// never killed and the pool has room, else removed (if it is still
-    /// busy, it is left behind with a warning).
-    pub fn give_back(&self, cgroup: TurnCgroup) {
-        if !cgroup.killed.load(Ordering::Relaxed) && !cgroup.populated() {
+    /// Takes back a cgroup its turn is done with: kept if it is `empty`
+    /// (as its caller just saw), was never killed and the pool has room,
+    /// else removed (if it is still busy, it is left behind with a warning).
+    pub fn give_back(&self, cgroup: TurnCgroup, empty: bool) {
+        if empty && !cgroup.killed.load(Ordering::Relaxed) {
             let mut idle = self.idle.lock().unwrap();
             if idle.len() < POOL_MAX {
                 idle.push(cgroup.dir);

@@ -97,6 +97,7 @@ impl Containment {
                 pool: Some(pool.clone()),
                 noted: Vec::new(),
                 killed: Vec::new(),
+                seen_empty: false,
             },
             Err(e) => {
                 tracing::warn!(cgroup = %pool.root().display(), error = %e, "cannot create the turn's cgroup; using its process group");
@@ -141,6 +142,9 @@ pub struct TurnContainer {
     noted: Vec<u32>,
     /// Without a cgroup: the processes we sent SIGKILL, awaited in `release`.
     killed: Vec<u32>,
+    /// The cgroup was seen empty after codex exited. Only our spawner puts
+    /// processes in it, so it stays empty: no need to read again.
+    seen_empty: bool,
 }
 
 impl TurnContainer {
@@ -189,6 +193,7 @@ impl TurnContainer {
             if cgroup.populated() {
                 self.kill_all(pid);
             } else {
+                self.seen_empty = true;
                 crate::child::kill_group(pid);
             }
             return;
@@ -221,7 +226,7 @@ impl TurnContainer {
             }
             return false;
         };
-        let mut populated = cgroup.populated();
+        let mut populated = !self.seen_empty && cgroup.populated();
         while populated && tokio::time::Instant::now() < deadline {
             cgroup.kill();
             tokio::time::sleep(pause).await;
@@ -229,7 +234,7 @@ impl TurnContainer {
             populated = cgroup.populated();
         }
         // Still busy after the deadline: give_back leaves it, with a warning.
-        pool.give_back(cgroup);
+        pool.give_back(cgroup, !populated);
         !populated
     }
 }
