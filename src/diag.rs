@@ -120,38 +120,76 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The last lines codex printed on stderr, shared between the forwarding
-/// task and the turn (which may stop waiting for that task).
-pub type StderrTail = std::sync::Arc<std::sync::Mutex<VecDeque<String>>>;
-
-/// Forwards codex's stderr as diag lines, keeping its last lines in `tail`.
+/// Forwards codex's stderr as diag lines and keeps its last lines, for the
+/// turn's error message. Owned and polled by the turn itself (a branch of
+/// its loop, not a task of its own).
 ///
 /// Bounded in memory whatever codex prints: long lines are cut, and only
 /// the last [`STDERR_TAIL_LINES`] are kept.
-pub async fn forward_stderr(
-    stderr: pipe::Receiver,
+pub struct StderrForwarder {
+    framer: LineFramer<ChunkReader<pipe::Receiver>>,
     id: String,
     redactor: Redactor,
-    tail: StderrTail,
-) {
-    let mut framer = LineFramer::new(
-        ChunkReader::new(stderr, 2 * STDERR_LINE_LIMIT),
-        STDERR_LINE_LIMIT,
-    );
-    while let Ok(Some(frame)) = framer.next_frame().await {
+    tail: VecDeque<String>,
+    done: bool,
+}
+
+impl StderrForwarder {
+    /// Forwards `stderr` for run `id`.
+    pub fn new(stderr: pipe::Receiver, id: &str, redactor: Redactor) -> StderrForwarder {
+        StderrForwarder {
+            framer: LineFramer::new(
+                ChunkReader::new(stderr, 2 * STDERR_LINE_LIMIT),
+                STDERR_LINE_LIMIT,
+            ),
+            id: id.to_owned(),
+            redactor,
+            tail: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Whether stderr reached its end (or failed).
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Forwards the next line; at the end, marks it [`done`](Self::done).
+    /// Cancel-safe: all that follows the one await is synchronous.
+    pub async fn forward_next(&mut self) {
+        let frame = match self.framer.next_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => {
+                self.done = true;
+                return;
+            }
+        };
         let text = match frame {
-            Frame::Line(line) => redactor.redact(String::from_utf8_lossy(&line).trim_end()),
+            Frame::Line(line) => self
+                .redactor
+                .redact(String::from_utf8_lossy(&line).trim_end()),
             Frame::TooLong { len } => format!("[a {len}-byte stderr line was cut]"),
         };
         if text.is_empty() {
-            continue;
+            return;
         }
-        emit(&id, level_of(&text), &format!("codex: {text}"));
-        let mut tail = tail.lock().unwrap();
-        if tail.len() == STDERR_TAIL_LINES {
-            tail.pop_front();
+        emit(&self.id, level_of(&text), &format!("codex: {text}"));
+        if self.tail.len() == STDERR_TAIL_LINES {
+            self.tail.pop_front();
         }
-        tail.push_back(text);
+        self.tail.push_back(text);
+    }
+
+    /// Forwards lines until the end.
+    pub async fn forward_rest(&mut self) {
+        while !self.done {
+            self.forward_next().await;
+        }
+    }
+
+    /// The last lines, oldest first.
+    pub fn into_tail(self) -> Vec<String> {
+        self.tail.into()
     }
 }
 

@@ -142,14 +142,11 @@ async fn drive(
     if let Some(rest) = proc.stdin.take() {
         tokio::spawn(rest.write());
     }
-    let stderr = proc.stderr.take().expect("stderr is piped");
-    let stderr_tail = diag::StderrTail::default();
-    let mut stderr_task = tokio::spawn(diag::forward_stderr(
-        stderr,
-        id.to_owned(),
+    let mut stderr = diag::StderrForwarder::new(
+        proc.stderr.take().expect("stderr is piped"),
+        id,
         redactor.clone(),
-        stderr_tail.clone(),
-    ));
+    );
     let stdout = proc.stdout.take().expect("stdout is piped");
     let mut framer = LineFramer::new(
         ChunkReader::new(stdout, TURN_READ_BUF),
@@ -303,6 +300,7 @@ async fn drive(
                     drain_sleep.as_mut().reset(at);
                 }
             }
+            () = stderr.forward_next(), if !stderr.done() => {}
             _ = &mut drain_sleep, if drain_until.is_some() && !stdout_done => {
                 tracing::debug!("codex exited but its stdout stays open; closing it");
                 stdout_done = true;
@@ -315,14 +313,13 @@ async fn drive(
     // stderr closes when the last process holding it is gone; one that
     // escaped (no cgroup) must not hold the turn's end hostage.
     let stderr_wait = settings.kill_grace.max(Duration::from_secs(1));
-    if tokio::time::timeout(stderr_wait, &mut stderr_task)
+    if tokio::time::timeout(stderr_wait, stderr.forward_rest())
         .await
         .is_err()
     {
         tracing::debug!("codex's stderr stays open after the turn; not waiting for it");
-        stderr_task.abort();
     }
-    let stderr_tail: Vec<String> = stderr_tail.lock().unwrap().iter().cloned().collect();
+    let stderr_tail = stderr.into_tail();
     let end = state.into_end(
         id,
         exit.expect("loop ends with an exit status"),
