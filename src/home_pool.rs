@@ -10,8 +10,12 @@
 //! files into it.
 //!
 //! Only a home nothing can still write to is kept: its turn's cgroup was
-//! seen empty (see `turn.rs`). A home whose links no longer match the base
-//! home's entries, or that lost or changed one of them, is removed instead.
+//! seen empty (see `turn.rs`). And only one that is as a new home would be:
+//! still ours and 0700, every link there and pointing where we made it
+//! point. A turn's codex (or a command it ran) may have changed any of
+//! that, say pointed `auth.json` at a file of its own for the next turn to
+//! read its login from or write a refreshed token to; such a home, or one
+//! whose links no longer match the base home's entries, is removed instead.
 
 use std::ffi::OsString;
 use std::fs;
@@ -83,15 +87,26 @@ fn remove_dir(path: &Path) {
 }
 
 /// Removes everything in `dir` but the symlinks named in `links`. `true`
-/// if every one of those links is still there (as a symlink), so the dir
-/// is as a new home would be before its files are written.
+/// if the dir is as a new home would be before its files are written:
+/// ours, 0700, and every one of those links there, pointing at its target.
 pub fn empty_but_links(dir: &Path, links: &Links) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    let ours = meta.is_dir() && meta.uid() == unsafe { libc::geteuid() };
+    if !ours || meta.mode() & 0o777 != 0o700 {
+        return Ok(false);
+    }
     let mut kept = 0;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let kind = entry.file_type()?;
         let name = entry.file_name();
-        if kind.is_symlink() && links.iter().any(|(link, _)| *link == name) {
+        let target = links.iter().find(|(link, _)| *link == name).map(|l| &l.1);
+        if let (true, Some(target)) = (kind.is_symlink(), target) {
+            if fs::read_link(entry.path())? != *target {
+                return Ok(false);
+            }
             kept += 1;
         } else if kind.is_dir() {
             fs::remove_dir_all(entry.path())?;
@@ -174,6 +189,36 @@ mod tests {
         settings.idle.clear();
         fresh.remove().unwrap();
         assert!(names(&turn_root).is_empty());
+    }
+
+    #[test]
+    fn a_home_with_a_link_pointed_elsewhere_or_opened_up_is_removed_not_kept() {
+        let base = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        fs::write(base.path().join("auth.json"), "{}").unwrap();
+        let settings = HomeSettings {
+            base_home: base.path().to_path_buf(),
+            turn_root: root.path().to_path_buf(),
+            idle: Default::default(),
+        };
+        // A link pointed at a file of the turn's own choosing.
+        let home = prepare(&settings, None, "r1", &params("x")).unwrap();
+        let path = home.path().to_path_buf();
+        let planted = root.path().join("planted.json");
+        fs::write(&planted, "{\"token\":\"theirs\"}").unwrap();
+        fs::remove_file(path.join("auth.json")).unwrap();
+        std::os::unix::fs::symlink(&planted, path.join("auth.json")).unwrap();
+        home.recycle(&settings.idle).unwrap();
+        assert!(settings.idle.is_empty());
+        assert!(!path.exists());
+        assert!(planted.exists(), "a link's target is never removed");
+        // The home's mode widened.
+        let home = prepare(&settings, None, "r2", &params("x")).unwrap();
+        let path = home.path().to_path_buf();
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        home.recycle(&settings.idle).unwrap();
+        assert!(settings.idle.is_empty());
+        assert!(!path.exists());
     }
 
     #[test]
