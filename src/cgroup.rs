@@ -143,8 +143,13 @@ impl CgroupPool {
                 }
             }
         }
+        TurnCgroup::create(self.new_path())
+    }
+
+    /// The path of a cgroup not made yet: `turn-<n>` under the root.
+    fn new_path(&self) -> PathBuf {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        TurnCgroup::create(self.root.join(format!("turn-{n}")))
+        self.root.join(format!("turn-{n}"))
     }
 
     /// Creates up to `n` (at most [`PREFILL_MAX`]) idle cgroups ahead of
@@ -152,10 +157,7 @@ impl CgroupPool {
     /// turns then create their own.
     pub fn prefill(&self, n: usize) {
         for _ in 0..n.min(PREFILL_MAX) {
-            let dir = self.root.join(format!(
-                "turn-{}",
-                self.next.fetch_add(1, Ordering::Relaxed)
-            ));
+            let dir = self.new_path();
             if let Err(e) = fs::create_dir(&dir) {
                 tracing::warn!(cgroup = %dir.display(), error = %e, "cannot create a turn cgroup ahead of time");
                 return;

@@ -298,13 +298,11 @@ pub fn prepare(
         home.created.push(path.clone());
         home.output_schema = Some(path);
     }
-    for (name, target) in snapshot.links.iter() {
-        let link = home.path.join(name);
-        if !linked {
-            std::os::unix::fs::symlink(target, &link).map_err(io("linking", &link))?;
-        }
-        home.created.push(link);
+    if !linked {
+        make_links(&home.path, &snapshot.links)?;
     }
+    home.created
+        .extend(snapshot.links.iter().map(|(name, _)| home.path.join(name)));
     if let Some(template) = template {
         for (name, bytes) in &template.files {
             let path = home.path.join(name);
@@ -328,12 +326,9 @@ pub fn prefill(settings: &HomeSettings, turns: usize) {
         let snapshot = base_snapshot(&settings.base_home)?;
         for _ in 0..turns.min(PREFILL_MAX) {
             let path = create_turn_dir(&settings.turn_root)?;
-            for (name, target) in snapshot.links.iter() {
-                let link = path.join(name);
-                if let Err(e) = std::os::unix::fs::symlink(target, &link) {
-                    let _ = fs::remove_dir_all(&path);
-                    return Err(io("linking", &link)(e));
-                }
+            if let Err(e) = make_links(&path, &snapshot.links) {
+                let _ = fs::remove_dir_all(&path);
+                return Err(e);
             }
             settings.idle.give_back(path, snapshot.links.clone());
         }
@@ -342,6 +337,15 @@ pub fn prefill(settings: &HomeSettings, turns: usize) {
     if let Err(e) = made {
         tracing::warn!(error = %crate::diag::chain(&e), "cannot make turn homes ahead of time");
     }
+}
+
+/// One symlink in `dir` per entry of `links`.
+fn make_links(dir: &Path, links: &Links) -> Result<(), HomeError> {
+    for (name, target) in links.iter() {
+        let link = dir.join(name);
+        std::os::unix::fs::symlink(target, &link).map_err(io("linking", &link))?;
+    }
+    Ok(())
 }
 
 /// `turn-<pid>-<n>`, created 0700: private from the first instant, and

@@ -127,6 +127,21 @@ mod tests {
         serde_json::from_value(serde_json::json!({"prompt": prompt})).unwrap()
     }
 
+    /// A base home with an `auth.json` and a turn root (in `root/turns`).
+    fn setup() -> (tempfile::TempDir, tempfile::TempDir, HomeSettings) {
+        let base = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let turn_root = root.path().join("turns");
+        ensure_turn_root(&turn_root).unwrap();
+        fs::write(base.path().join("auth.json"), "{}").unwrap();
+        let settings = HomeSettings {
+            base_home: base.path().to_path_buf(),
+            turn_root,
+            idle: Default::default(),
+        };
+        (base, root, settings)
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -138,16 +153,7 @@ mod tests {
 
     #[test]
     fn a_recycled_home_keeps_only_its_links_and_serves_the_next_turn() {
-        let base = tempfile::tempdir().unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let turn_root = root.path().join("turns");
-        ensure_turn_root(&turn_root).unwrap();
-        fs::write(base.path().join("auth.json"), "{}").unwrap();
-        let settings = HomeSettings {
-            base_home: base.path().to_path_buf(),
-            turn_root: turn_root.clone(),
-            idle: Default::default(),
-        };
+        let (base, _root, settings) = setup();
         let home = prepare(&settings, None, "r1", &params("x")).unwrap();
         let path = home.path().to_path_buf();
         // What codex leaves: files, a dir with files in it.
@@ -188,19 +194,12 @@ mod tests {
         assert!(fresh.path().join("AGENTS.md").exists());
         settings.idle.clear();
         fresh.remove().unwrap();
-        assert!(names(&turn_root).is_empty());
+        assert!(names(&settings.turn_root).is_empty());
     }
 
     #[test]
     fn a_home_with_a_link_pointed_elsewhere_or_opened_up_is_removed_not_kept() {
-        let base = tempfile::tempdir().unwrap();
-        let root = tempfile::tempdir().unwrap();
-        fs::write(base.path().join("auth.json"), "{}").unwrap();
-        let settings = HomeSettings {
-            base_home: base.path().to_path_buf(),
-            turn_root: root.path().to_path_buf(),
-            idle: Default::default(),
-        };
+        let (_base, root, settings) = setup();
         // A link pointed at a file of the turn's own choosing.
         let home = prepare(&settings, None, "r1", &params("x")).unwrap();
         let path = home.path().to_path_buf();
@@ -223,14 +222,7 @@ mod tests {
 
     #[test]
     fn a_home_that_lost_a_link_is_removed_not_kept() {
-        let base = tempfile::tempdir().unwrap();
-        let root = tempfile::tempdir().unwrap();
-        fs::write(base.path().join("auth.json"), "{}").unwrap();
-        let settings = HomeSettings {
-            base_home: base.path().to_path_buf(),
-            turn_root: root.path().to_path_buf(),
-            idle: Default::default(),
-        };
+        let (base, _root, settings) = setup();
         let home = prepare(&settings, None, "r1", &params("x")).unwrap();
         let path = home.path().to_path_buf();
         // Codex replaced the link with a file of its own (an atomic write).

@@ -328,13 +328,9 @@ async fn drive(
         &stderr_tail,
         &redactor,
     );
-    if nothing_left {
-        // No process of the turn can write to its home any more: it can
-        // serve a later turn.
-        recycle_home(home, &settings.home.idle);
-    } else {
-        remove_home(home);
-    }
+    // With no process of the turn left, nothing can write to its home any
+    // more: it can serve a later turn.
+    release_home(home, nothing_left.then_some(&*settings.home.idle));
     end
 }
 
@@ -362,16 +358,15 @@ fn check_paths(p: &RunParams) -> Result<(), String> {
     Ok(())
 }
 
-fn remove_home(home: TurnHome) {
+/// Removes the turn's home, or empties it for `reuse` (see
+/// [`TurnHome::recycle`]).
+fn release_home(home: TurnHome, reuse: Option<&IdleHomes>) {
     let path = home.path().to_path_buf();
-    if let Err(e) = home.remove() {
-        tracing::warn!(path = %path.display(), error = %e, "could not remove the turn's CODEX_HOME");
-    }
-}
-
-fn recycle_home(home: TurnHome, idle: &IdleHomes) {
-    let path = home.path().to_path_buf();
-    if let Err(e) = home.recycle(idle) {
+    let released = match reuse {
+        Some(idle) => home.recycle(idle),
+        None => home.remove(),
+    };
+    if let Err(e) = released {
         tracing::warn!(path = %path.display(), error = %e, "could not remove the turn's CODEX_HOME");
     }
 }
