@@ -22,6 +22,9 @@
 //! `sessions` (rollouts present when the counted rounds began) and `run`
 //! (`$BENCH_NAME`, default `codex-runner`: which daemon build was compared).
 //!
+//! `vs_direct` is the ratio of the medians; `vs_direct_paired_p50` the
+//! median over rounds of each round's ratio to that round's direct turn.
+//!
 //! Times: `direct`/`fresh` from spawn to the exit of codex; `runner` from
 //! the request written to its `end` read (codex has exited and the turn's
 //! dir is gone). `codex_cpu_ms`: user+sys of codex itself (direct: our
@@ -236,7 +239,16 @@ fn compare() {
     }
     let _ = daemon.finish(|_| {});
     let base = median(&modes[0].wall_ms);
+    let direct_ms = modes[0].wall_ms.clone();
     for mode in &modes {
+        // Each round's turn against the direct turn of the same round:
+        // rounds are interleaved, so both saw about the same machine.
+        let paired: Vec<f64> = mode
+            .wall_ms
+            .iter()
+            .zip(&direct_ms)
+            .map(|(ms, direct)| ms / direct)
+            .collect();
         let min = mode.wall_ms.iter().copied().fold(f64::INFINITY, f64::min);
         let max = mode.wall_ms.iter().copied().fold(0.0, f64::max);
         let med = median(&mode.wall_ms);
@@ -249,6 +261,7 @@ fn compare() {
                 "wall_min_ms": (min * 100.0).round() / 100.0,
                 "wall_max_ms": (max * 100.0).round() / 100.0,
                 "vs_direct": (med / base * 1e4).round() / 1e4,
+                "vs_direct_paired_p50": (median(&paired) * 1e4).round() / 1e4,
                 "codex_cpu_p50_ms": (median(&mode.cpu_ms) * 10.0).round() / 10.0,
                 "events": mode.events.iter().copied().max().unwrap_or(0),
                 "sessions": sessions,
