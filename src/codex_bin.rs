@@ -39,7 +39,10 @@ pub enum ResolveError {
 }
 
 impl CodexBin {
-    /// Resolves `program` (a path, or a name looked up on PATH).
+    /// Resolves `program` (a path, or a name looked up on PATH) to an
+    /// absolute path: codex is not always started from the daemon's working
+    /// directory (the database template build runs in a scratch dir), and a
+    /// relative path would name a different file there, or none.
     pub fn resolve(program: &Path) -> Result<CodexBin, ResolveError> {
         let found = if program.components().count() > 1 {
             program.to_path_buf()
@@ -47,6 +50,9 @@ impl CodexBin {
             find_on_path(program.as_os_str())
                 .ok_or_else(|| ResolveError::NotOnPath(program.as_os_str().to_owned()))?
         };
+        // Lexical (symlinks kept, so a renamed link target is still seen as
+        // the user named it); fails only when the working dir is gone.
+        let found = std::path::absolute(&found).unwrap_or(found);
         let real = std::fs::canonicalize(&found).unwrap_or_else(|_| found.clone());
         if !is_node_script(&real) {
             return Ok(CodexBin {
@@ -227,5 +233,28 @@ mod tests {
             CodexBin::resolve(Path::new("no-such-codex-binary-xyz")),
             Err(ResolveError::NotOnPath(_))
         ));
+    }
+
+    #[test]
+    fn a_relative_path_is_made_absolute() {
+        let root = tempfile::tempdir().unwrap();
+        let native = root.path().join("codex");
+        write_exec(&native, "\x7fELF");
+        // The same file, named relative to the working dir (which a test
+        // must not change: tests share it).
+        let cwd = std::env::current_dir().unwrap();
+        let mut relative = PathBuf::new();
+        for _ in cwd.components().skip(1) {
+            relative.push("..");
+        }
+        relative.push(native.strip_prefix("/").unwrap());
+        assert!(relative.is_relative() && is_executable(&relative));
+
+        let bin = CodexBin::resolve(&relative).unwrap();
+        assert!(bin.program.is_absolute(), "{:?}", bin.program);
+        assert_eq!(
+            std::fs::canonicalize(&bin.program).unwrap(),
+            std::fs::canonicalize(&native).unwrap()
+        );
     }
 }

@@ -551,7 +551,12 @@ fn state_template(bin: &CodexBin) -> Option<Arc<StateTemplate>> {
                     TemplateSlot::Ready(Arc::new(template))
                 }
                 Err(why) => {
-                    tracing::debug!("no codex state database template: {why}");
+                    // Every turn then pays codex's database set-up (~50 ms
+                    // of CPU, more with many rollouts): worth a warning.
+                    tracing::warn!(
+                        program = %bin.program.display(),
+                        "no codex state database template, turns go without: {why}"
+                    );
                     TemplateSlot::Unavailable
                 }
             };
@@ -643,9 +648,9 @@ fn build_state_template(bin: &CodexBin) -> Result<StateTemplate, String> {
         let _ = stdin.write_all(b"x");
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status,
             Ok(None) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20))
             }
@@ -656,7 +661,7 @@ fn build_state_template(bin: &CodexBin) -> Result<StateTemplate, String> {
                 return Err("codex did not exit within 60 s".into());
             }
         }
-    }
+    };
     // Whatever it left running in its group goes too.
     // SAFETY: as above; ESRCH when the group is empty.
     unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
@@ -679,7 +684,7 @@ fn build_state_template(bin: &CodexBin) -> Result<StateTemplate, String> {
         let n = n.to_string_lossy();
         n.starts_with("state_") && n.ends_with(".sqlite")
     }) {
-        return Err("codex created no state database".into());
+        return Err(format!("codex created no state database ({status})"));
     }
     files.sort();
     Ok(StateTemplate { files })

@@ -16,7 +16,8 @@
 //!
 //! Env: `CODEX_RUNNER` (the daemon), `CODEX_REAL_BIN` (else the one
 //! `scripts/install-codex` put under .tools/), `TURNS`, `BENCH_DAEMON_ARGS`,
-//! `SEED_SESSIONS=N`: after the warm-up round, N copies (new thread ids) of
+//! `ROUNDS_OUT=FILE`: also writes each counted round's times there, a JSON
+//! line per round. `SEED_SESSIONS=N`: after the warm-up round, N copies (new thread ids) of
 //! the rollout it wrote are added to the base home's `sessions/`, as a base
 //! home that has served N earlier turns holds them. The JSON lines carry
 //! `sessions` (rollouts present when the counted rounds began) and `run`
@@ -238,6 +239,9 @@ fn compare() {
         }
     }
     let _ = daemon.finish(|_| {});
+    if let Some(path) = std::env::var_os("ROUNDS_OUT") {
+        write_rounds(Path::new(&path), &modes);
+    }
     let base = median(&modes[0].wall_ms);
     let direct_ms = modes[0].wall_ms.clone();
     for mode in &modes {
@@ -270,6 +274,23 @@ fn compare() {
         );
     }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// One JSON line per counted round: each mode's wall and codex CPU, in ms.
+fn write_rounds(path: &Path, modes: &[Mode]) {
+    let mut out = String::new();
+    for round in 0..modes[0].wall_ms.len() {
+        let mut line = serde_json::json!({ "round": round + 1 });
+        for mode in modes {
+            line[format!("{}_ms", mode.name)] = mode.wall_ms[round].into();
+            line[format!("{}_cpu_ms", mode.name)] = mode.cpu_ms[round].into();
+        }
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    if let Err(e) = std::fs::write(path, out) {
+        eprintln!("bench-real-codex: cannot write {}: {e}", path.display());
+    }
 }
 
 fn count_files(dir: &Path) -> usize {
