@@ -21,28 +21,10 @@
 //!   ctime, and a file changed less than [`SETTLED`] ago is re-read on every
 //!   turn (timestamps are coarser than edits);
 //! - the directory is removed by unlinking what we created and `rmdir`, with
-//!   a full recursive removal only when codex left files behind.
-//!
-//! # The database templates
-//!
-//! Codex keeps SQLite databases in CODEX_HOME (`state_<N>.sqlite`, goals,
-//! memories, queue, logs). In a brand-new home it creates each one and runs
-//! its migrations, and then *backfills* the state database by reading every
-//! rollout under `sessions/`: ~50 ms for an empty `sessions/`, and over a
-//! second per turn once the shared `sessions/` holds a thousand rollouts,
-//! since every turn's home is new. With a codex binary at hand
-//! ([`prepare`]), the first turn starts a one-off `codex exec resume
-//! <nil id>` in a scratch home with an empty config (it opens its databases,
-//! finds no such thread and exits); the databases it created (empty but for
-//! their migrations, the state database with backfill marked done; not the
-//! log database, which holds that run's log lines) are kept as templates and
-//! copied into every later turn's home. Codex then skips creation and
-//! backfill; `resume` still finds a thread's rollout by searching
-//! `sessions/`, as it does for any thread its database does not know. The
-//! templates are keyed by the codex binary (inode, size, mtime) and rebuilt
-//! when it changes; a build that fails (a codex that creates no state
-//! database, say) is not retried for that binary, and its turns go without.
-//! `CODEX_RUNNER_STATE_TEMPLATE=0` turns them off.
+//!   a full recursive removal only when codex left files behind;
+//! - codex's SQLite databases are copied in from templates made once per
+//!   codex binary (see [`crate::db_template`]), so codex neither creates and
+//!   migrates them nor backfills from every rollout on each turn.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -59,6 +41,7 @@ use toml_edit::DocumentMut;
 
 use crate::codex_bin::CodexBin;
 use crate::config_toml::{self, ConfigError};
+use crate::db_template;
 use crate::home_pool::{self, IdleHomes, Links};
 
 /// Entries of the base home linked into every turn's home (when present).
@@ -272,7 +255,7 @@ pub fn prepare(
         None => DocumentMut::new(),
     };
     config_toml::synthesize(&mut doc, run_id, params)?;
-    let template = codex.and_then(state_template);
+    let template = codex.and_then(db_template::for_codex);
 
     let reused = settings.idle.take(&snapshot.links);
     let linked = reused.is_some();
@@ -377,7 +360,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
 
 /// Identity and version of a file, as far as `stat` can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileKey {
+pub(crate) struct FileKey {
     dev: u64,
     ino: u64,
     size: u64,
@@ -386,7 +369,7 @@ struct FileKey {
 }
 
 impl FileKey {
-    fn of(meta: &fs::Metadata) -> FileKey {
+    pub(crate) fn of(meta: &fs::Metadata) -> FileKey {
         FileKey {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -503,191 +486,6 @@ fn base_entries(base: &Path) -> Vec<(OsString, PathBuf)> {
         }
     }
     links
-}
-
-/// A pristine state database: file name and contents (the database and, if
-/// codex left one, its write-ahead log).
-#[derive(Debug)]
-struct StateTemplate {
-    files: Vec<(OsString, Vec<u8>)>,
-}
-
-#[derive(Debug)]
-enum TemplateSlot {
-    Building,
-    Ready(Arc<StateTemplate>),
-    Unavailable,
-}
-
-/// The template for `bin`, if ready; starts building it on first use.
-fn state_template(bin: &CodexBin) -> Option<Arc<StateTemplate>> {
-    static SLOTS: OnceLock<Mutex<HashMap<FileKey, TemplateSlot>>> = OnceLock::new();
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    if !*ENABLED
-        .get_or_init(|| std::env::var_os("CODEX_RUNNER_STATE_TEMPLATE").map_or(true, |v| v != "0"))
-    {
-        return None;
-    }
-    let key = FileKey::of(&fs::metadata(&bin.program).ok()?);
-    let slots = SLOTS.get_or_init(Default::default);
-    let mut guard = slots.lock().expect("template slots");
-    match guard.get(&key) {
-        Some(TemplateSlot::Ready(template)) => return Some(template.clone()),
-        Some(_) => return None,
-        None => {}
-    }
-    guard.insert(key, TemplateSlot::Building);
-    drop(guard);
-    let bin = bin.clone();
-    let spawned = std::thread::Builder::new()
-        .name("state-template".into())
-        .spawn(move || {
-            let slot = match build_state_template(&bin) {
-                Ok(template) => {
-                    tracing::debug!(
-                        files = template.files.len(),
-                        "codex state database template ready"
-                    );
-                    TemplateSlot::Ready(Arc::new(template))
-                }
-                Err(why) => {
-                    // Every turn then pays codex's database set-up (~50 ms
-                    // of CPU, more with many rollouts): worth a warning.
-                    tracing::warn!(
-                        program = %bin.program.display(),
-                        "no codex state database template, turns go without: {why}"
-                    );
-                    TemplateSlot::Unavailable
-                }
-            };
-            slots.lock().expect("template slots").insert(key, slot);
-        });
-    if spawned.is_err() {
-        slots
-            .lock()
-            .expect("template slots")
-            .insert(key, TemplateSlot::Unavailable);
-    }
-    None
-}
-
-const TEMPLATE_DIR_PREFIX: &str = "codex-runner-db-template-";
-
-/// Removes the template scratch dirs of daemons that are gone.
-fn clean_stale_templates(tmp: &Path) {
-    let Ok(entries) = fs::read_dir(tmp) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(TEMPLATE_DIR_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !crate::containment::is_live_runner(pid) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// Runs `codex exec resume <nil id>` in a scratch home with an empty config
-/// and a minimal environment (no request, no secrets, no user config), and
-/// keeps the state database it created. Bounded to 60 s.
-fn build_state_template(bin: &CodexBin) -> Result<StateTemplate, String> {
-    const NIL_THREAD: &str = "00000000-0000-0000-0000-000000000000";
-    // In the temporary directory, not the turn root: it holds no secret,
-    // and the turn root holds turns only. Removed when this ends, or, if the
-    // daemon exits first, by the next daemon's build (the name has our pid).
-    let tmp = std::env::temp_dir();
-    clean_stale_templates(&tmp);
-    let home = tempfile::Builder::new()
-        .prefix(&format!("{TEMPLATE_DIR_PREFIX}{}-", std::process::id()))
-        .permissions(fs::Permissions::from_mode(0o700))
-        .tempdir_in(&tmp)
-        .map_err(|e| e.to_string())?;
-    let scratch = home.path().to_path_buf();
-    fs::write(scratch.join("config.toml"), "").map_err(|e| e.to_string())?;
-    let mut command = std::process::Command::new(&bin.program);
-    command
-        .args([
-            "exec",
-            "--json",
-            "--skip-git-repo-check",
-            "resume",
-            NIL_THREAD,
-            "-",
-        ])
-        .env_clear()
-        .env("CODEX_HOME", &scratch)
-        .env("RUST_BACKTRACE", "0")
-        .current_dir(&scratch)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let path = match &bin.path_prepend {
-        Some(dir) => {
-            let mut joined = OsString::from(dir);
-            joined.push(":");
-            joined.push(&path);
-            joined
-        }
-        None => path,
-    };
-    command.env("PATH", path);
-    if let Some(home) = std::env::var_os("HOME") {
-        command.env("HOME", home);
-    }
-    let mut child = command.spawn().map_err(|e| e.to_string())?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(b"x");
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
-                let _ = child.wait();
-                return Err("codex did not exit within 60 s".into());
-            }
-        }
-    };
-    // Whatever it left running in its group goes too.
-    // SAFETY: as above; ESRCH when the group is empty.
-    unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
-    let mut files = Vec::new();
-    for entry in fs::read_dir(&scratch).map_err(|e| e.to_string())?.flatten() {
-        let name = entry.file_name();
-        let text = name.to_string_lossy();
-        // Every database but the log one (it holds this run's log lines).
-        if !text.starts_with("logs_")
-            && (text.ends_with(".sqlite") || text.ends_with(".sqlite-wal"))
-        {
-            files.push((
-                name.clone(),
-                fs::read(entry.path()).map_err(|e| e.to_string())?,
-            ));
-        }
-    }
-    drop(home);
-    if !files.iter().any(|(n, _)| {
-        let n = n.to_string_lossy();
-        n.starts_with("state_") && n.ends_with(".sqlite")
-    }) {
-        return Err(format!("codex created no state database ({status})"));
-    }
-    files.sort();
-    Ok(StateTemplate { files })
 }
 
 #[cfg(test)]
@@ -836,59 +634,88 @@ mod tests {
         assert!(base.path().join("sessions").is_dir());
     }
 
-    #[test]
-    fn the_state_database_template_is_built_once_and_copied_into_each_home() {
+    /// A stand-in codex for the database templates: checks its argv and
+    /// environment, logs each run to `runs`, and creates databases as codex
+    /// does: every one (thread history too) and a rollout for a new thread,
+    /// all but the thread-history one for `resume` of the nil thread.
+    /// `delete --force` of its thread removes the rollout, unless
+    /// `delete_works` is false (an older codex without `delete`).
+    fn template_codex(dir: &Path, delete_works: bool) -> (CodexBin, PathBuf) {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("home");
-        let root = dir.path().join("turns");
-        fs::create_dir_all(&root).unwrap();
-        // A stand-in codex: checks its argv, creates a state database and a
-        // log database (not templated), and counts its runs.
-        let codex = dir.path().join("codex");
-        let runs = dir.path().join("runs");
-        fs::write(
-            &codex,
-            format!(
-                "#!/bin/sh\n[ \"$4 $5\" = \"resume 00000000-0000-0000-0000-000000000000\" ] || exit 3\n\
-                 [ -z \"$SECRET\" ] || exit 4\n\
-                 echo run >> {runs}\nprintf db > \"$CODEX_HOME/state_9.sqlite\"\n\
-                 printf goals > \"$CODEX_HOME/goals_1.sqlite\"\n\
-                 printf wal > \"$CODEX_HOME/state_9.sqlite-wal\"\nprintf x > \"$CODEX_HOME/logs_2.sqlite\"\nexit 1\n",
-                runs = runs.display()
-            ),
-        )
-        .unwrap();
+        let codex = dir.join("codex");
+        let runs = dir.join("runs");
+        let delete = if delete_works {
+            "rm \"$CODEX_HOME/sessions/2026/11/21/rollout-t-7.jsonl\"; exit 0"
+        } else {
+            "exit 2"
+        };
+        let script = format!(
+            r#"#!/bin/sh
+[ -z "$SECRET" ] || exit 4
+dbs() {{ printf db > "$CODEX_HOME/state_9.sqlite"; printf wal > "$CODEX_HOME/state_9.sqlite-wal"
+  printf goals > "$CODEX_HOME/goals_1.sqlite"; printf x > "$CODEX_HOME/logs_2.sqlite"; }}
+case "$1 $2 $3 $4 $5" in
+"exec --json --skip-git-repo-check resume 00000000-0000-0000-0000-000000000000")
+  echo resume >> {runs}; dbs; exit 1;;
+"exec --json --skip-git-repo-check - ")
+  grep -q CODEX_RUNNER_TEMPLATE_NO_KEY "$CODEX_HOME/config.toml" || exit 5
+  echo exec >> {runs}; dbs; printf history > "$CODEX_HOME/thread_history_1.sqlite"
+  mkdir -p "$CODEX_HOME/sessions/2026/11/21"; printf r > "$CODEX_HOME/sessions/2026/11/21/rollout-t-7.jsonl"
+  echo '{{"type":"thread.started","thread_id":"t-7"}}'
+  echo '{{"type":"turn.failed","error":{{"message":"no key"}}}}'
+  exit 1;;
+"delete --force t-7  ")
+  echo delete >> {runs}; {delete};;
+esac
+exit 3
+"#,
+            runs = runs.display()
+        );
+        fs::write(&codex, script).unwrap();
         fs::set_permissions(&codex, fs::Permissions::from_mode(0o755)).unwrap();
-        let bin = CodexBin::plain(codex);
+        (CodexBin::plain(codex), runs)
+    }
+
+    /// Prepares homes until one has the templates; that home and a second.
+    fn homes_with_templates(dir: &Path, bin: &CodexBin) -> (TurnHome, TurnHome, PathBuf) {
+        let root = dir.join("turns");
+        fs::create_dir_all(&root).unwrap();
         let settings = HomeSettings {
-            base_home: base,
+            base_home: dir.join("home"),
             turn_root: root.clone(),
             idle: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let home = loop {
-            let home = prepare(&settings, Some(&bin), "r1", &params).unwrap();
+            let home = prepare(&settings, Some(bin), "r1", &params).unwrap();
             if home.path().join("state_9.sqlite").exists() {
                 break home;
             }
             assert!(std::time::Instant::now() < deadline, "no template");
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert_eq!(fs::read(home.path().join("state_9.sqlite")).unwrap(), b"db");
-        assert_eq!(
-            fs::read(home.path().join("state_9.sqlite-wal")).unwrap(),
-            b"wal"
-        );
-        assert_eq!(
-            fs::read(home.path().join("goals_1.sqlite")).unwrap(),
-            b"goals"
-        );
+        let again = prepare(&settings, Some(bin), "r2", &params).unwrap();
+        (home, again, root)
+    }
+
+    #[test]
+    fn database_templates_are_built_once_and_copied_into_each_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, runs) = template_codex(dir.path(), true);
+        let (home, again, root) = homes_with_templates(dir.path(), &bin);
+        let read = |name: &str| fs::read(home.path().join(name)).unwrap();
+        assert_eq!(read("state_9.sqlite"), b"db");
+        assert_eq!(read("state_9.sqlite-wal"), b"wal");
+        assert_eq!(read("goals_1.sqlite"), b"goals");
+        assert_eq!(read("thread_history_1.sqlite"), b"history");
         assert!(!home.path().join("logs_2.sqlite").exists());
-        let again = prepare(&settings, Some(&bin), "r2", &params).unwrap();
-        assert!(again.path().join("state_9.sqlite").exists());
-        assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n", "built once");
+        assert!(again.path().join("thread_history_1.sqlite").exists());
+        assert_eq!(
+            fs::read_to_string(&runs).unwrap(),
+            "exec\ndelete\n",
+            "built once, by a thread made and deleted"
+        );
         drop((home, again));
         let left: Vec<_> = fs::read_dir(&root).unwrap().flatten().collect();
         assert!(
@@ -898,22 +725,18 @@ mod tests {
     }
 
     #[test]
-    fn template_scratch_dirs_of_dead_daemons_are_removed() {
-        let tmp = tempfile::tempdir().unwrap();
-        // pid 1 is never a codex-runner; ours is alive; a foreign name is kept.
-        let dead = tmp.path().join(format!("{TEMPLATE_DIR_PREFIX}1-abc"));
-        let ours = tmp
-            .path()
-            .join(format!("{TEMPLATE_DIR_PREFIX}{}-abc", std::process::id()));
-        let other = tmp.path().join("something-else");
-        for dir in [&dead, &ours, &other] {
-            fs::create_dir(dir).unwrap();
-            fs::write(dir.join("config.toml"), "").unwrap();
-        }
-        clean_stale_templates(tmp.path());
-        assert!(!dead.exists());
-        assert!(ours.exists());
-        assert!(other.exists());
+    fn without_codex_delete_the_templates_lack_only_the_thread_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, runs) = template_codex(dir.path(), false);
+        let (home, again, _) = homes_with_templates(dir.path(), &bin);
+        assert_eq!(fs::read(home.path().join("state_9.sqlite")).unwrap(), b"db");
+        assert!(!home.path().join("thread_history_1.sqlite").exists());
+        assert!(again.path().join("state_9.sqlite").exists());
+        assert_eq!(
+            fs::read_to_string(&runs).unwrap(),
+            "exec\ndelete\nresume\n",
+            "the nil-thread recipe after the failed delete"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod command;
 pub mod config_toml;
 pub mod containment;
 pub mod daemon;
+pub mod db_template;
 pub mod diag;
 pub mod dispatcher;
 pub mod events;

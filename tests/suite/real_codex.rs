@@ -468,6 +468,72 @@ async fn resume_across_per_turn_homes_carries_the_history() {
     d.assert_clean_exit().await;
 }
 
+/// The first turn makes codex's database templates (a thread created and
+/// deleted in a scratch home); later turns start from them, and a thread
+/// started on them still resumes in another turn's home.
+#[tokio::test]
+async fn turns_on_database_templates_start_and_resume_threads() {
+    let codex = codex_or_skip!();
+    let model = MockModel::start(Script::Default);
+    let mut d = Rig::start(&codex, &codex_config_toml(&model.base_url())).await;
+    let warm = format!("warm-{}", nonce());
+    d.run(&warm, json!({"prompt": "warm up"})).await;
+    d.collect_one(&warm).await.assert_ok();
+    d.wait_for_stderr("codex database templates ready").await;
+    assert!(
+        d.stderr().contains("thread_history=true"),
+        "the thread-history database is templated too:\n{}",
+        d.stderr()
+    );
+    let scratch_prefix = format!("codex-runner-db-template-{}-", d.pid());
+    let scratch_left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&scratch_prefix))
+        .collect();
+    assert!(scratch_left.is_empty(), "{scratch_left:?}");
+
+    let (one, two) = (format!("tpl-1-{}", nonce()), format!("tpl-2-{}", nonce()));
+    d.run(&one, json!({"prompt": "first prompt 51c2"})).await;
+    let first = d.collect_one(&one).await;
+    assert_ok_end(&first, 1);
+    let thread = thread_started(&first).to_owned();
+    d.run(&two, json!({"prompt": "second prompt", "resume": thread}))
+        .await;
+    let second = d.collect_one(&two).await;
+    assert_ok_end(&second, 2);
+    assert_eq!(thread_started(&second), thread);
+    let requests = model.requests();
+    let last = requests.last().unwrap();
+    assert_eq!(last.prompt(), Some("second prompt"));
+    assert!(
+        last.texts_of_role("user")
+            .iter()
+            .any(|t| t.contains("first prompt 51c2")),
+        "turn 1's prompt is in turn 2's input: {}",
+        last.body
+    );
+    // Two threads, two rollouts: the templates' own thread left none here.
+    let sessions = d.base_home().join("sessions");
+    assert_eq!(count_files(&sessions), 2, "{}", sessions.display());
+    d.assert_clean_exit().await;
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    count_files(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
 /// A file under `dir` (recursively) whose name contains `needle`.
 fn find_file_containing(dir: &Path, needle: &str) -> Option<PathBuf> {
     for entry in std::fs::read_dir(dir).ok()?.flatten() {

@@ -1,0 +1,409 @@
+//! Codex's SQLite databases, made once per codex binary and copied into
+//! every turn's home.
+//!
+//! Codex keeps SQLite databases in CODEX_HOME (`state_<N>.sqlite`, thread
+//! history, goals, memories, queue, logs). In a brand-new home it creates
+//! each one and runs its migrations, and then *backfills* the state database
+//! by reading every rollout under `sessions/`: ~50 ms for an empty
+//! `sessions/`, and over a second per turn once the shared `sessions/` holds
+//! a thousand rollouts, since every turn's home is new. The thread-history
+//! database is created with a thread's first turn: another ~8 ms of codex's
+//! CPU per turn (about 4% of a short turn).
+//!
+//! So the first turn for a codex binary starts a build in the background
+//! ([`for_codex`]), in a scratch home with a config of our own and a cleared
+//! environment (no request, no secrets, no user config), and never the model:
+//! 1. `codex exec` of one turn against a provider whose API key variable is
+//!    unset: codex creates the thread (and so every database), fails the turn
+//!    before any connection, and exits;
+//! 2. `codex delete --force <that thread>` removes its rollout and its rows;
+//! 3. what is left, migrated and empty (the state database with its backfill
+//!    marked done), is kept: every database and its write-ahead log but the
+//!    log database (nothing measurable to gain there).
+//!
+//! A codex without `delete`, or one that left the rollout behind, gets the
+//! older recipe instead: `codex exec resume <nil id>`, which opens every
+//! database but the thread-history one, finds no such thread and exits.
+//! Turns go without templates until the build is done, and for good when
+//! both recipes fail (a warning says so). Codex then skips creation and
+//! backfill; `resume` still finds a thread's rollout by searching
+//! `sessions/`, as it does for any thread its database does not know.
+//! Templates are keyed by the codex binary (inode, size, mtime) and rebuilt
+//! when it changes. `CODEX_RUNNER_STATE_TEMPLATE=0` turns them off.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::codex_bin::CodexBin;
+use crate::codex_home::FileKey;
+
+/// Pristine databases: file name and contents (each database and, where
+/// codex left one, its write-ahead log).
+#[derive(Debug)]
+pub struct DbTemplate {
+    /// (file name, bytes), sorted by name.
+    pub files: Vec<(OsString, Vec<u8>)>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Building,
+    Ready(Arc<DbTemplate>),
+    Unavailable,
+}
+
+/// The templates for `bin`, if ready; starts building them on first use.
+pub fn for_codex(bin: &CodexBin) -> Option<Arc<DbTemplate>> {
+    static SLOTS: OnceLock<Mutex<HashMap<FileKey, Slot>>> = OnceLock::new();
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    if !*ENABLED
+        .get_or_init(|| std::env::var_os("CODEX_RUNNER_STATE_TEMPLATE").map_or(true, |v| v != "0"))
+    {
+        return None;
+    }
+    let key = FileKey::of(&fs::metadata(&bin.program).ok()?);
+    let slots = SLOTS.get_or_init(Default::default);
+    let mut guard = slots.lock().expect("template slots");
+    match guard.get(&key) {
+        Some(Slot::Ready(template)) => return Some(template.clone()),
+        Some(_) => return None,
+        None => {}
+    }
+    guard.insert(key, Slot::Building);
+    drop(guard);
+    let bin = bin.clone();
+    let spawned = std::thread::Builder::new()
+        .name("db-template".into())
+        .spawn(move || {
+            let slot = match build(&bin) {
+                Ok(template) => {
+                    let thread_history = template
+                        .files
+                        .iter()
+                        .any(|(n, _)| n.to_string_lossy().starts_with("thread_history_"));
+                    tracing::info!(
+                        files = template.files.len(),
+                        thread_history,
+                        "codex database templates ready"
+                    );
+                    Slot::Ready(Arc::new(template))
+                }
+                Err(why) => {
+                    // Every turn then pays codex's database set-up (~50 ms
+                    // of CPU, more with many rollouts): worth a warning.
+                    tracing::warn!(
+                        program = %bin.program.display(),
+                        "no codex database templates, turns go without: {why}"
+                    );
+                    Slot::Unavailable
+                }
+            };
+            slots.lock().expect("template slots").insert(key, slot);
+        });
+    if spawned.is_err() {
+        slots
+            .lock()
+            .expect("template slots")
+            .insert(key, Slot::Unavailable);
+    }
+    None
+}
+
+pub(crate) const SCRATCH_PREFIX: &str = "codex-runner-db-template-";
+
+/// Both recipes together may take this long; then codex is killed.
+const BUILD_LIMIT: Duration = Duration::from_secs(60);
+
+/// The scratch home's config: a provider whose key variable is never set
+/// (the environment is cleared), so a turn fails before any connection; no
+/// plugin or analytics lookups either.
+const NO_MODEL_CONFIG: &str = r#"model = "gpt-5.5"
+model_provider = "codex-runner-template"
+
+[model_providers.codex-runner-template]
+name = "none"
+base_url = "http://127.0.0.1:9/v1"
+wire_api = "responses"
+env_key = "CODEX_RUNNER_TEMPLATE_NO_KEY"
+request_max_retries = 0
+stream_max_retries = 0
+
+[features]
+unbounded_connection_retries = false
+plugins = false
+
+[analytics]
+enabled = false
+"#;
+
+/// Removes the scratch dirs of daemons that are gone.
+pub(crate) fn clean_stale(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !crate::containment::is_live_runner(pid) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A scratch dir: `home/` (CODEX_HOME and codex's cwd) and `stdout`.
+/// In the temporary directory, not the turn root: it holds no secret, and
+/// the turn root holds turns only. Removed on drop, or, if the daemon exits
+/// first, by the next daemon's build (the name has our pid).
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(config: &str) -> Result<Scratch, String> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir_in(std::env::temp_dir())
+            .map_err(|e| e.to_string())?;
+        let scratch = Scratch { dir };
+        fs::create_dir(scratch.home()).map_err(|e| e.to_string())?;
+        fs::write(scratch.home().join("config.toml"), config).map_err(|e| e.to_string())?;
+        Ok(scratch)
+    }
+
+    fn home(&self) -> std::path::PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Runs codex with `args` in this home, `x` on its stdin, until it exits
+    /// or `deadline`; its process group is killed after. Exit status and
+    /// stdout.
+    fn run(
+        &self,
+        bin: &CodexBin,
+        args: &[&str],
+        deadline: Instant,
+    ) -> Result<(ExitStatus, String), String> {
+        let stdout_path = self.dir.path().join("stdout");
+        let stdout = fs::File::create(&stdout_path).map_err(|e| e.to_string())?;
+        let mut command = Command::new(&bin.program);
+        command
+            .args(args)
+            .env_clear()
+            .env("CODEX_HOME", self.home())
+            .env("RUST_BACKTRACE", "0")
+            .current_dir(self.home())
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = match &bin.path_prepend {
+            Some(dir) => {
+                let mut joined = OsString::from(dir);
+                joined.push(":");
+                joined.push(&path);
+                joined
+            }
+            None => path,
+        };
+        command.env("PATH", path);
+        if let Some(home) = std::env::var_os("HOME") {
+            command.env("HOME", home);
+        }
+        let mut child = command.spawn().map_err(|e| e.to_string())?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"x");
+        }
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    // SAFETY: kill has no memory-safety preconditions; the
+                    // group is the child's own (process_group(0)).
+                    unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+                    let _ = child.wait();
+                    return Err(format!("codex {} did not exit in time", args[0]));
+                }
+            }
+        };
+        // Whatever it left running in its group goes too.
+        // SAFETY: as above; ESRCH when the group is empty.
+        unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+        let out = fs::read_to_string(&stdout_path).unwrap_or_default();
+        Ok((status, out))
+    }
+
+    /// Every database and write-ahead log codex left in the home, but the
+    /// log database's; an error without a state database.
+    fn databases(&self) -> Result<DbTemplate, String> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(self.home())
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            let name = entry.file_name();
+            let text = name.to_string_lossy();
+            if !text.starts_with("logs_")
+                && (text.ends_with(".sqlite") || text.ends_with(".sqlite-wal"))
+            {
+                files.push((
+                    name.clone(),
+                    fs::read(entry.path()).map_err(|e| e.to_string())?,
+                ));
+            }
+        }
+        if !files.iter().any(|(n, _)| {
+            let n = n.to_string_lossy();
+            n.starts_with("state_") && n.ends_with(".sqlite")
+        }) {
+            return Err("codex created no state database".into());
+        }
+        files.sort();
+        Ok(DbTemplate { files })
+    }
+}
+
+fn build(bin: &CodexBin) -> Result<DbTemplate, String> {
+    clean_stale(&std::env::temp_dir());
+    let deadline = Instant::now() + BUILD_LIMIT;
+    match with_thread_history(bin, deadline) {
+        Ok(template) => Ok(template),
+        Err(why) => {
+            tracing::debug!("no thread-history template ({why}); the other databases only");
+            without_thread_history(bin, deadline)
+                .map_err(|other| format!("{other} (and with a thread deleted: {why})"))
+        }
+    }
+}
+
+/// Recipe 1: a thread created and deleted.
+fn with_thread_history(bin: &CodexBin, deadline: Instant) -> Result<DbTemplate, String> {
+    let scratch = Scratch::new(NO_MODEL_CONFIG)?;
+    let (_, out) = scratch.run(
+        bin,
+        &["exec", "--json", "--skip-git-repo-check", "-"],
+        deadline,
+    )?;
+    let thread = started_thread(&out).ok_or("codex started no thread")?;
+    let (status, _) = scratch.run(bin, &["delete", "--force", &thread], deadline)?;
+    if !status.success() {
+        return Err(format!("codex delete failed ({status})"));
+    }
+    if let Some(left) = first_file(&scratch.home().join("sessions")) {
+        return Err(format!("codex delete left {}", left.display()));
+    }
+    let template = scratch.databases()?;
+    if !template
+        .files
+        .iter()
+        .any(|(n, _)| n.to_string_lossy().starts_with("thread_history_"))
+    {
+        return Err("codex created no thread-history database".into());
+    }
+    Ok(template)
+}
+
+/// Recipe 2: no thread at all.
+fn without_thread_history(bin: &CodexBin, deadline: Instant) -> Result<DbTemplate, String> {
+    const NIL_THREAD: &str = "00000000-0000-0000-0000-000000000000";
+    let scratch = Scratch::new("")?;
+    let args = [
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "resume",
+        NIL_THREAD,
+        "-",
+    ];
+    let (status, _) = scratch.run(bin, &args, deadline)?;
+    scratch
+        .databases()
+        .map_err(|why| format!("{why} ({status})"))
+}
+
+/// The id of the `thread.started` event in codex's JSONL output.
+fn started_thread(out: &str) -> Option<String> {
+    out.lines().find_map(|line| {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        (event["type"] == "thread.started")
+            .then(|| event["thread_id"].as_str().map(str::to_owned))
+            .flatten()
+    })
+}
+
+/// Some file under `dir` (not a directory), if any.
+fn first_file(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                _ => return Some(entry.path()),
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_dirs_of_dead_daemons_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        // pid 1 is never a codex-runner; ours is alive; a foreign name is kept.
+        let dead = tmp.path().join(format!("{SCRATCH_PREFIX}1-abc"));
+        let ours = tmp
+            .path()
+            .join(format!("{SCRATCH_PREFIX}{}-abc", std::process::id()));
+        let other = tmp.path().join("something-else");
+        for dir in [&dead, &ours, &other] {
+            fs::create_dir(dir).unwrap();
+            fs::write(dir.join("config.toml"), "").unwrap();
+        }
+        clean_stale(tmp.path());
+        assert!(!dead.exists());
+        assert!(ours.exists());
+        assert!(other.exists());
+    }
+
+    #[test]
+    fn the_started_thread_is_found_among_other_lines() {
+        let out = "{\"type\":\"error\",\"message\":\"x\"}\nnot json\n\
+                   {\"type\":\"thread.started\",\"thread_id\":\"t-1\"}\n";
+        assert_eq!(started_thread(out).as_deref(), Some("t-1"));
+        assert_eq!(started_thread("{\"type\":\"turn.started\"}\n"), None);
+    }
+
+    #[test]
+    fn a_file_is_found_at_any_depth_and_empty_dirs_are_not_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("2026/11/21")).unwrap();
+        assert_eq!(first_file(tmp.path()), None);
+        fs::write(tmp.path().join("2026/11/21/rollout.jsonl"), "").unwrap();
+        assert_eq!(
+            first_file(tmp.path()),
+            Some(tmp.path().join("2026/11/21/rollout.jsonl"))
+        );
+        assert_eq!(first_file(&tmp.path().join("missing")), None);
+    }
+}
