@@ -10,7 +10,8 @@
 //!                                   fresh   the same with a brand-new CODEX_HOME holding
 //!                                           only config.toml (what codex pays on a new home),
 //!                                   runner  the same prompt through one warm codex-runner;
-//!                                 one uncounted warm-up round first. Prints one JSON line
+//!                                 each round in another of the six orders; one
+//!                                 uncounted warm-up round first. Prints one JSON line
 //!                                 per mode on stdout.
 //! ```
 //!
@@ -145,6 +146,44 @@ fn direct_turn(codex: &Path, env: &[(String, String)], home: &Path) -> (f64, f64
     (ms, (children_cpu_s() - c0) * 1e3, events)
 }
 
+/// One turn through the warm daemon: (ms from the request written to its
+/// `end` read, codex cpu ms, events).
+fn runner_turn(daemon: &mut Daemon, round: usize) -> (f64, f64, u64) {
+    let c0 = reaped_children_cpu_s(daemon.pid());
+    let t0 = Instant::now();
+    daemon
+        .write(
+            format!(
+                "{{\"type\":\"run\",\"id\":\"t{round}\",\"params\":{{\"prompt\":\"{PROMPT}\"}}}}\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut events = 0u64;
+    let mut done = false;
+    while !done {
+        let more = daemon
+            .read_lines(|line, _| match classify(line) {
+                Line::Event(_) => events += 1,
+                Line::End(_, ok) => {
+                    done = true;
+                    if !ok {
+                        eprintln!(
+                            "bench-real-codex: runner turn failed: {}",
+                            String::from_utf8_lossy(line)
+                        );
+                    }
+                }
+                Line::Other => eprintln!("bench-real-codex: {}", String::from_utf8_lossy(line)),
+            })
+            .unwrap();
+        assert!(more, "the daemon closed stdout");
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let cpu = (reaped_children_cpu_s(daemon.pid()) - c0) * 1e3;
+    (ms, cpu, events)
+}
+
 fn compare() {
     let runner = PathBuf::from(std::env::var_os("CODEX_RUNNER").expect("CODEX_RUNNER: the daemon"));
     let codex = find_real_codex().expect("no real codex: run scripts/install-codex");
@@ -186,53 +225,42 @@ fn compare() {
     ];
     let mut sessions = 0;
     for round in 0..=turns {
-        // direct: the user's own, persistent home.
-        let (ms, cpu, ev) = direct_turn(&codex, &env, &home);
-        let direct = (ms, cpu, ev);
-        // fresh: a new home with only the config.
-        let fresh_home = scratch.join(format!("fresh-{round}"));
-        std::fs::create_dir_all(&fresh_home).unwrap();
-        std::fs::write(fresh_home.join("config.toml"), &config).unwrap();
-        let fresh = direct_turn(&codex, &env, &fresh_home);
-        let _ = std::fs::remove_dir_all(&fresh_home);
-        // runner: one turn through the warm daemon.
-        let c0 = reaped_children_cpu_s(daemon.pid());
-        let t0 = Instant::now();
-        daemon
-            .write(format!("{{\"type\":\"run\",\"id\":\"t{round}\",\"params\":{{\"prompt\":\"{PROMPT}\"}}}}\n").as_bytes())
-            .unwrap();
-        let mut events = 0u64;
-        let mut done = false;
-        while !done {
-            let more = daemon
-                .read_lines(|line, _| match classify(line) {
-                    Line::Event(_) => events += 1,
-                    Line::End(_, ok) => {
-                        done = true;
-                        if !ok {
-                            eprintln!(
-                                "bench-real-codex: runner turn failed: {}",
-                                String::from_utf8_lossy(line)
-                            );
-                        }
-                    }
-                    Line::Other => eprintln!("bench-real-codex: {}", String::from_utf8_lossy(line)),
-                })
-                .unwrap();
-            assert!(more, "the daemon closed stdout");
+        // The three turns of a round, in each of the six orders in turn, so
+        // every mode follows every other equally often (the fresh-home turn
+        // leaves megabytes of files behind it on a disk-backed /tmp, and
+        // their writeback lands on whatever runs next).
+        const ORDERS: [[usize; 3]; 6] = [
+            [0, 1, 2],
+            [2, 1, 0],
+            [1, 0, 2],
+            [2, 0, 1],
+            [0, 2, 1],
+            [1, 2, 0],
+        ];
+        let mut results = [(0.0, 0.0, 0u64); 3];
+        for which in ORDERS[round % ORDERS.len()] {
+            results[which] = match which {
+                // direct: the user's own, persistent home.
+                0 => direct_turn(&codex, &env, &home),
+                // fresh: a new home with only the config.
+                1 => {
+                    let fresh_home = scratch.join(format!("fresh-{round}"));
+                    std::fs::create_dir_all(&fresh_home).unwrap();
+                    std::fs::write(fresh_home.join("config.toml"), &config).unwrap();
+                    let fresh = direct_turn(&codex, &env, &fresh_home);
+                    let _ = std::fs::remove_dir_all(&fresh_home);
+                    fresh
+                }
+                // runner: one turn through the warm daemon.
+                _ => runner_turn(&mut daemon, round),
+            };
         }
-        let runner_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let runner_cpu = (reaped_children_cpu_s(daemon.pid()) - c0) * 1e3;
         if round == 0 {
             seed_sessions(&home.join("sessions"), env_or("SEED_SESSIONS", 0usize));
             sessions = count_files(&home.join("sessions"));
             continue; // warm-up: caches, the daemon's first turn
         }
-        for (mode, (ms, cpu, ev)) in
-            modes
-                .iter_mut()
-                .zip([direct, fresh, (runner_ms, runner_cpu, events)])
-        {
+        for (mode, (ms, cpu, ev)) in modes.iter_mut().zip(results) {
             mode.wall_ms.push(ms);
             mode.cpu_ms.push(cpu);
             mode.events.push(ev);
