@@ -30,7 +30,8 @@
 //! Times: `direct`/`fresh` from spawn to the exit of codex; `runner` from
 //! the request written to its `end` read (codex has exited and the turn's
 //! dir is gone). `codex_cpu_ms`: user+sys of codex itself (direct: our
-//! children; runner: the daemon's reaped children, from /proc, 10 ms ticks).
+//! children; runner: the daemon's reaped children, from /proc, 10 ms ticks);
+//! `daemon_cpu_p50_ms` (runner): the daemon's own CPU per turn.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -99,6 +100,8 @@ struct Mode {
     name: &'static str,
     wall_ms: Vec<f64>,
     cpu_ms: Vec<f64>,
+    /// The daemon's own CPU per turn (runner only).
+    daemon_cpu_ms: Vec<f64>,
     events: Vec<u64>,
 }
 
@@ -108,6 +111,7 @@ impl Mode {
             name,
             wall_ms: Vec::new(),
             cpu_ms: Vec::new(),
+            daemon_cpu_ms: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -147,9 +151,10 @@ fn direct_turn(codex: &Path, env: &[(String, String)], home: &Path) -> (f64, f64
 }
 
 /// One turn through the warm daemon: (ms from the request written to its
-/// `end` read, codex cpu ms, events).
-fn runner_turn(daemon: &mut Daemon, round: usize) -> (f64, f64, u64) {
+/// `end` read, codex cpu ms, events), and the daemon's own cpu ms.
+fn runner_turn(daemon: &mut Daemon, round: usize) -> ((f64, f64, u64), f64) {
     let c0 = reaped_children_cpu_s(daemon.pid());
+    let own0 = daemon.cpu_s();
     let t0 = Instant::now();
     daemon
         .write(
@@ -181,7 +186,7 @@ fn runner_turn(daemon: &mut Daemon, round: usize) -> (f64, f64, u64) {
     }
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     let cpu = (reaped_children_cpu_s(daemon.pid()) - c0) * 1e3;
-    (ms, cpu, events)
+    ((ms, cpu, events), (daemon.cpu_s() - own0) * 1e3)
 }
 
 fn compare() {
@@ -238,6 +243,7 @@ fn compare() {
             [1, 2, 0],
         ];
         let mut results = [(0.0, 0.0, 0u64); 3];
+        let mut daemon_cpu = 0.0;
         for which in ORDERS[round % ORDERS.len()] {
             results[which] = match which {
                 // direct: the user's own, persistent home.
@@ -252,7 +258,11 @@ fn compare() {
                     fresh
                 }
                 // runner: one turn through the warm daemon.
-                _ => runner_turn(&mut daemon, round),
+                _ => {
+                    let (turn, own) = runner_turn(&mut daemon, round);
+                    daemon_cpu = own;
+                    turn
+                }
             };
         }
         if round == 0 {
@@ -260,6 +270,7 @@ fn compare() {
             sessions = count_files(&home.join("sessions"));
             continue; // warm-up: caches, the daemon's first turn
         }
+        modes[2].daemon_cpu_ms.push(daemon_cpu);
         for (mode, (ms, cpu, ev)) in modes.iter_mut().zip(results) {
             mode.wall_ms.push(ms);
             mode.cpu_ms.push(cpu);
@@ -284,9 +295,7 @@ fn compare() {
         let min = mode.wall_ms.iter().copied().fold(f64::INFINITY, f64::min);
         let max = mode.wall_ms.iter().copied().fold(0.0, f64::max);
         let med = median(&mode.wall_ms);
-        println!(
-            "{}",
-            serde_json::json!({
+        let mut line = serde_json::json!({
                 "mode": mode.name,
                 "turns": mode.wall_ms.len(),
                 "wall_p50_ms": (med * 100.0).round() / 100.0,
@@ -298,8 +307,12 @@ fn compare() {
                 "events": mode.events.iter().copied().max().unwrap_or(0),
                 "sessions": sessions,
                 "run": std::env::var("BENCH_NAME").unwrap_or_else(|_| "codex-runner".into()),
-            })
-        );
+        });
+        if !mode.daemon_cpu_ms.is_empty() {
+            line["daemon_cpu_p50_ms"] =
+                ((median(&mode.daemon_cpu_ms) * 100.0).round() / 100.0).into();
+        }
+        println!("{line}");
     }
     let _ = std::fs::remove_dir_all(&scratch);
 }
@@ -312,6 +325,9 @@ fn write_rounds(path: &Path, modes: &[Mode]) {
         for mode in modes {
             line[format!("{}_ms", mode.name)] = mode.wall_ms[round].into();
             line[format!("{}_cpu_ms", mode.name)] = mode.cpu_ms[round].into();
+            if let Some(own) = mode.daemon_cpu_ms.get(round) {
+                line[format!("{}_daemon_cpu_ms", mode.name)] = (*own).into();
+            }
         }
         out.push_str(&line.to_string());
         out.push('\n');
