@@ -10,8 +10,9 @@
 //! database is created with a thread's first turn: another ~8 ms of codex's
 //! CPU per turn (about 4% of a short turn).
 //!
-//! So the first turn for a codex binary starts a build in the background
-//! ([`for_codex`]), in a scratch home with a config of our own and a cleared
+//! So the daemon starts a build in the background when it starts (and the
+//! first turn for another codex binary, if the binary is replaced: see
+//! [`for_codex`]), in a scratch home with a config of our own and a cleared
 //! environment (no request, no secrets, no user config), and never the model:
 //! 1. `codex exec` of one turn against a provider whose API key variable is
 //!    unset: codex creates the thread (and so every database), fails the turn
@@ -36,7 +37,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -118,6 +119,43 @@ pub fn for_codex(bin: &CodexBin) -> Option<Arc<DbTemplate>> {
 
 pub(crate) const SCRATCH_PREFIX: &str = "codex-runner-db-template-";
 
+/// What a build has running, so that the daemon's exit can end it.
+struct Running {
+    /// Set by [`stop_builds`]: no new scratch dir, no new codex.
+    stopped: bool,
+    /// The process group of the codex running now.
+    group: Option<libc::pid_t>,
+    /// Scratch dirs in use.
+    scratch: Vec<PathBuf>,
+}
+
+static RUNNING: Mutex<Running> = Mutex::new(Running {
+    stopped: false,
+    group: None,
+    scratch: Vec::new(),
+});
+
+fn running() -> std::sync::MutexGuard<'static, Running> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For the daemon's exit: kills the process group of a build's codex, if one
+/// runs, removes the build's scratch dirs, and starts no more. The build
+/// thread then fails (and never reaps a pid it did not spawn: the group is
+/// killed and the child reaped under the same lock).
+pub fn stop_builds() {
+    let mut running = running();
+    running.stopped = true;
+    if let Some(group) = running.group.take() {
+        // SAFETY: kill has no memory-safety preconditions; the group is
+        // our unreaped child's own (process_group(0)).
+        unsafe { libc::killpg(group, libc::SIGKILL) };
+    }
+    for dir in running.scratch.drain(..) {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
 /// Both recipes together may take this long; then codex is killed.
 const BUILD_LIMIT: Duration = Duration::from_secs(60);
 
@@ -174,11 +212,17 @@ struct Scratch {
 
 impl Scratch {
     fn new(config: &str) -> Result<Scratch, String> {
+        let mut running = running();
+        if running.stopped {
+            return Err("the daemon is exiting".into());
+        }
         let dir = tempfile::Builder::new()
             .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
             .permissions(fs::Permissions::from_mode(0o700))
             .tempdir_in(std::env::temp_dir())
             .map_err(|e| e.to_string())?;
+        running.scratch.push(dir.path().to_path_buf());
+        drop(running);
         let scratch = Scratch { dir };
         fs::create_dir(scratch.home()).map_err(|e| e.to_string())?;
         fs::write(scratch.home().join("config.toml"), config).map_err(|e| e.to_string())?;
@@ -225,20 +269,40 @@ impl Scratch {
         if let Some(home) = std::env::var_os("HOME") {
             command.env("HOME", home);
         }
-        let mut child = command.spawn().map_err(|e| e.to_string())?;
+        let mut child = {
+            let mut running = running();
+            if running.stopped {
+                return Err("the daemon is exiting".into());
+            }
+            let child = command.spawn().map_err(|e| e.to_string())?;
+            running.group = Some(child.id() as libc::pid_t);
+            child
+        };
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(b"x");
         }
         let status = loop {
-            match child.try_wait() {
+            // Under the lock: `stop_builds` never kills a reaped pid's group.
+            let polled = {
+                let mut running = running();
+                let polled = child.try_wait();
+                if !matches!(polled, Ok(None)) {
+                    running.group = None;
+                }
+                polled
+            };
+            match polled {
                 Ok(Some(status)) => break status,
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
                 _ => {
+                    let mut running = running();
+                    running.group = None;
                     // SAFETY: kill has no memory-safety preconditions; the
-                    // group is the child's own (process_group(0)).
+                    // group is the unreaped child's own (process_group(0)).
                     unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+                    drop(running);
                     let _ = child.wait();
                     return Err(format!("codex {} did not exit in time", args[0]));
                 }
@@ -278,6 +342,13 @@ impl Scratch {
         }
         files.sort();
         Ok(DbTemplate { files })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // The dir itself goes with `self.dir`.
+        running().scratch.retain(|dir| dir != self.dir.path());
     }
 }
 

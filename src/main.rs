@@ -114,6 +114,12 @@ fn main() -> ExitCode {
     // a few ms at most, before any request is read).
     settings.containment.prefill(settings.max_concurrent);
     codex_runner::codex_home::prefill(&settings.home, settings.max_concurrent);
+    // Codex's database templates take a few hundred ms to make, in the
+    // background: started now, the first turns get them sooner, and the
+    // one-off cost lands at start-up rather than among the first turns.
+    if let Ok(codex) = &settings.codex {
+        let _ = codex_runner::db_template::for_codex(codex);
+    }
     // One thread: a turn is a few syscalls per event, not work for a
     // second core, and every wake-up between two workers costs an eventfd
     // write and a futex; blocking work (stdin, a stalled stdout) already
@@ -155,6 +161,7 @@ fn main() -> ExitCode {
     );
     containment.close();
     idle_homes.clear();
+    codex_runner::db_template::stop_builds();
     // Children are gone; blocking stdin reads must not keep us alive.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match summary.stdout_error {

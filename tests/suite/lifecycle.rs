@@ -318,3 +318,52 @@ async fn canary_secrets_never_reach_argv_logs_or_errors() {
         assert!(!log.contains(secret), "{secret} in the daemon's log");
     }
 }
+
+/// A daemon that exits while codex's database templates are still being
+/// made (it starts making them when it starts) leaves neither that codex
+/// nor its scratch dir behind.
+#[tokio::test]
+async fn exit_during_the_template_build_leaves_no_codex_and_no_scratch_dir() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // The stand-in codex tells its pid through a FIFO, then waits forever.
+    let fifo = dir.path().join("pid");
+    let path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let codex = dir.path().join("codex");
+    std::fs::write(
+        &codex,
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\nexec sleep 600\n",
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&codex, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut d = Daemon::builder().codex_bin(&codex).start().await;
+    let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(&fifo));
+    let pid: u64 = tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .expect("the template build started codex")
+        .unwrap()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    let scratch_prefix = format!("codex-runner-db-template-{}-", d.pid());
+    d.assert_clean_exit().await;
+    wait_gone(pid, READ_TIMEOUT).await;
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&scratch_prefix))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "scratch dirs outlived the daemon: {left:?}"
+    );
+}
