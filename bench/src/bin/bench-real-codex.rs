@@ -17,6 +17,7 @@
 //!
 //! Env: `CODEX_RUNNER` (the daemon), `CODEX_REAL_BIN` (else the one
 //! `scripts/install-codex` put under .tools/), `TURNS`, `BENCH_DAEMON_ARGS`,
+//! `BENCH_SHELL_SNAPSHOT=1`: keep codex's shell snapshot (see `bench_config`).
 //! `ROUNDS_OUT=FILE`: also writes each counted round's times there, a JSON
 //! line per round. `SEED_SESSIONS=N`: after the warm-up round, N copies (new thread ids) of
 //! the rollout it wrote are added to the base home's `sessions/`, as a base
@@ -117,6 +118,26 @@ impl Mode {
     }
 }
 
+/// The mock model's config, without codex's shell snapshot unless
+/// `BENCH_SHELL_SNAPSHOT=1`. The snapshot runs the user's login shell at
+/// every codex start and codex does not wait for it: what it costs depends
+/// on the user's profile, not on how codex is run. On the machine these
+/// figures come from, the profile runs `pyenv rehash`, which takes a lock
+/// file; a shell killed mid-rehash (as a turn's leftovers are, at its end)
+/// leaves the lock behind, and from then on every login shell loops for 60 s
+/// waiting for it: dozens of them at once, each direct run's outliving its
+/// codex, made the comparison measure the machine's load. All three modes
+/// read this same config.
+fn bench_config(base_url: &str) -> String {
+    let config = codex_config_toml(base_url);
+    if std::env::var("BENCH_SHELL_SNAPSHOT").is_ok_and(|v| v == "1") {
+        return config;
+    }
+    let with = config.replacen("[features]\n", "[features]\nshell_snapshot = false\n", 1);
+    assert_ne!(with, config, "the mock config has a [features] table");
+    with
+}
+
 /// One `codex exec --json` run with `home` as CODEX_HOME; (ms, codex cpu ms, events).
 fn direct_turn(codex: &Path, env: &[(String, String)], home: &Path) -> (f64, f64, u64) {
     let c0 = children_cpu_s();
@@ -198,7 +219,7 @@ fn compare() {
         std::env::temp_dir().join(format!("codex-runner-bench-real-{}", std::process::id()));
     let home = scratch.join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let config = codex_config_toml(&model.base_url());
+    let config = bench_config(&model.base_url());
     std::fs::write(home.join("config.toml"), &config).unwrap();
 
     // What the npm launcher would add, and the mock's key; for both paths.
