@@ -118,23 +118,23 @@ impl Mode {
     }
 }
 
-/// The mock model's config, without codex's shell snapshot unless
-/// `BENCH_SHELL_SNAPSHOT=1`. The snapshot runs the user's login shell at
-/// every codex start and codex does not wait for it: what it costs depends
-/// on the user's profile, not on how codex is run. On the machine these
-/// figures come from, the profile runs `pyenv rehash`, which takes a lock
-/// file; a shell killed mid-rehash (as a turn's leftovers are, at its end)
-/// leaves the lock behind, and from then on every login shell loops for 60 s
-/// waiting for it: dozens of them at once, each direct run's outliving its
-/// codex, made the comparison measure the machine's load. All three modes
-/// read this same config.
+/// The mock model's config (`codex_config_toml`), which turns codex's shell
+/// snapshot off, unless `BENCH_SHELL_SNAPSHOT=1`. The snapshot runs the
+/// user's login shell at every codex start and codex does not wait for it:
+/// what it costs depends on the user's profile, not on how codex is run. On
+/// the machine these figures come from, the profile runs `pyenv rehash`,
+/// which takes a lock file; a shell killed mid-rehash (as a turn's leftovers
+/// are, at its end) leaves the lock behind, and from then on every login
+/// shell loops for 60 s waiting for it: dozens of them at once, each direct
+/// run's outliving its codex, made the comparison measure the machine's
+/// load. All three modes read this same config.
 fn bench_config(base_url: &str) -> String {
     let config = codex_config_toml(base_url);
-    if std::env::var("BENCH_SHELL_SNAPSHOT").is_ok_and(|v| v == "1") {
+    if !std::env::var("BENCH_SHELL_SNAPSHOT").is_ok_and(|v| v == "1") {
         return config;
     }
-    let with = config.replacen("[features]\n", "[features]\nshell_snapshot = false\n", 1);
-    assert_ne!(with, config, "the mock config has a [features] table");
+    let with = config.replacen("shell_snapshot = false", "shell_snapshot = true", 1);
+    assert_ne!(with, config, "the mock config turns the shell snapshot off");
     with
 }
 

@@ -168,7 +168,12 @@ fn plain(status: StatusCode, body: String) -> HttpResponse {
 /// failing reply fail the turn in about a second: one stream retry (reported
 /// as a non-fatal `error` event "Reconnecting... 1/1"), no HTTP-level retries;
 /// codex's defaults (5 and 4) take ~25 s on an HTTP 500. The provider reads its
-/// key from `MOCK_API_KEY`, which must be set (any value). Top-level keys come
+/// key from `MOCK_API_KEY`, which must be set (any value). The shell snapshot
+/// is off: at every start codex would run the user's login shell, unawaited,
+/// and a turn's end kills what codex left running, that shell included; a
+/// profile that takes a lock at login (`pyenv rehash` does) is then left
+/// with a stale lock, and every later login shell on the machine waits 60 s
+/// for it. Top-level keys come
 /// first, so callers may append tables (`[mcp_servers.x]`) but should put
 /// extra top-level keys BEFORE this text.
 pub fn codex_config_toml(base_url: &str) -> String {
@@ -187,6 +192,7 @@ stream_max_retries = 1
 [features]
 unbounded_connection_retries = false
 plugins = false
+shell_snapshot = false
 
 [analytics]
 enabled = false
