@@ -120,7 +120,7 @@ impl Mode {
 
 /// The mock model's config (`codex_config_toml`), which turns codex's shell
 /// snapshot off, unless `BENCH_SHELL_SNAPSHOT=1`. The snapshot runs the
-/// user's login shell at every codex start and codex does not wait for it:
+/// user's login shell at every codex start, not awaited at codex's exit:
 /// what it costs depends on the user's profile, not on how codex is run. On
 /// the machine these figures come from, the profile runs `pyenv rehash`,
 /// which takes a lock file; a shell killed mid-rehash (as a turn's leftovers
