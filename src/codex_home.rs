@@ -211,28 +211,13 @@ pub fn ensure_turn_root(root: &Path) -> Result<(), HomeError> {
 /// (SIGKILL, power loss): they hold config files with secrets. A dir is ours
 /// by name, `turn-<pid>-…`, and stale when that pid is not a live runner.
 pub fn clean_stale(root: &Path) {
-    let Ok(entries) = fs::read_dir(root) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("turn-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if crate::containment::is_live_runner(pid) {
-            continue;
-        }
-        match fs::remove_dir_all(entry.path()) {
+    for dir in crate::containment::dead_runners_entries(root, "turn-") {
+        match fs::remove_dir_all(&dir) {
             Ok(()) => {
-                tracing::info!(dir = %entry.path().display(), "removed a stale turn dir of a dead codex-runner")
+                tracing::info!(dir = %dir.display(), "removed a stale turn dir of a dead codex-runner")
             }
             Err(e) => {
-                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a stale turn dir")
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a stale turn dir")
             }
         }
     }

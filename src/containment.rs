@@ -282,22 +282,7 @@ fn cgroup_root() -> Result<PathBuf, String> {
 
 /// Kills what is left in the cgroups of dead daemons and removes them.
 fn clean_stale(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("codex-runner-"))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if is_live_runner(pid) {
-            continue;
-        }
-        let dir = entry.path();
+    for dir in dead_runners_entries(parent, "codex-runner-") {
         tracing::info!(cgroup = %dir.display(), "cleaning up the cgroup of a dead codex-runner");
         if let Ok(turns) = fs::read_dir(&dir) {
             for turn in turns.flatten().filter(|t| t.path().is_dir()) {
@@ -312,6 +297,28 @@ fn clean_stale(parent: &Path) {
         }
         let _ = fs::remove_dir(&dir);
     }
+}
+
+/// The entries of `dir` named `<prefix><pid>` or `<prefix><pid>-…` whose
+/// pid is neither ours nor a live codex-runner: what daemons that died
+/// without cleaning up (SIGKILL, power loss) left there.
+pub(crate) fn dead_runners_entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| pid != std::process::id() && !is_live_runner(pid))
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 /// Whether `pid` is a running codex-runner: not gone, not a zombie (a

@@ -183,22 +183,8 @@ enabled = false
 
 /// Removes the scratch dirs of daemons that are gone.
 pub(crate) fn clean_stale(tmp: &Path) {
-    let Ok(entries) = fs::read_dir(tmp) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !crate::containment::is_live_runner(pid) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
+    for dir in crate::containment::dead_runners_entries(tmp, SCRATCH_PREFIX) {
+        let _ = fs::remove_dir_all(dir);
     }
 }
 
