@@ -64,6 +64,19 @@ impl CodexBin {
         resolve_launcher(&real)
     }
 
+    /// `base` (a PATH) with [`CodexBin::path_prepend`] in front, if any.
+    pub fn child_path(&self, base: OsString) -> OsString {
+        let Some(dir) = &self.path_prepend else {
+            return base;
+        };
+        let mut path = OsString::from(dir);
+        if !base.is_empty() {
+            path.push(":");
+            path.push(base);
+        }
+        path
+    }
+
     /// A binary used as given (tests, or when resolution is not wanted).
     pub fn plain(program: PathBuf) -> CodexBin {
         CodexBin {

@@ -82,19 +82,14 @@ pub fn codex_env(
     env.push(("RUST_BACKTRACE".into(), "0".into()));
     env.push(("CODEX_HOME".into(), home.into()));
     env.push((RUN_ID_ENV.into(), run_id.into()));
-    if let Some(dir) = &bin.path_prepend {
+    if bin.path_prepend.is_some() {
         let base = p
             .env
             .get("PATH")
             .map(OsString::from)
             .or_else(|| std::env::var_os("PATH"))
             .unwrap_or_default();
-        let mut path = OsString::from(dir);
-        if !base.is_empty() {
-            path.push(":");
-            path.push(base);
-        }
-        env.push(("PATH".into(), path));
+        env.push(("PATH".into(), bin.child_path(base)));
         // What the npm launcher tells codex about how it was installed.
         env.push(("CODEX_MANAGED_BY_NPM".into(), "1".into()));
     }

@@ -215,7 +215,7 @@ impl Scratch {
         Ok(scratch)
     }
 
-    fn home(&self) -> std::path::PathBuf {
+    fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
 
@@ -241,17 +241,10 @@ impl Scratch {
             .stdout(stdout)
             .stderr(Stdio::null());
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let path = match &bin.path_prepend {
-            Some(dir) => {
-                let mut joined = OsString::from(dir);
-                joined.push(":");
-                joined.push(&path);
-                joined
-            }
-            None => path,
-        };
-        command.env("PATH", path);
+        command.env(
+            "PATH",
+            bin.child_path(std::env::var_os("PATH").unwrap_or_default()),
+        );
         if let Some(home) = std::env::var_os("HOME") {
             command.env("HOME", home);
         }
