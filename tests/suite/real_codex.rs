@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use codex_runner_test_support::{
-    alive, codex_config_toml, find_real_codex, mcp_stdio_probe_bin, McpCall, McpHttpServer,
-    MockModel, Reply, Script, INPUT_TOKENS,
+    alive, codex_config_toml, count_files, find_real_codex, mcp_stdio_probe_bin, McpCall,
+    McpHttpServer, MockModel, Reply, Script, INPUT_TOKENS,
 };
 use serde_json::{json, Value};
 
@@ -517,21 +517,6 @@ async fn turns_on_database_templates_start_and_resume_threads() {
     let sessions = d.base_home().join("sessions");
     assert_eq!(count_files(&sessions), 2, "{}", sessions.display());
     d.assert_clean_exit().await;
-}
-
-fn count_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .flatten()
-            .map(|e| {
-                if e.path().is_dir() {
-                    count_files(&e.path())
-                } else {
-                    1
-                }
-            })
-            .sum()
-    })
 }
 
 /// A file under `dir` (recursively) whose name contains `needle`.

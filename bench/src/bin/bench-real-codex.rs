@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use codex_runner_bench::{classify, env_or, median, Daemon, Line};
 use codex_runner_test_support::{
-    codex_config_toml, find_real_codex, real_codex_path_dir, MockModel, Script,
+    codex_config_toml, count_files, find_real_codex, real_codex_path_dir, MockModel, Script,
 };
 
 const PROMPT: &str = "say hello";
@@ -356,22 +356,6 @@ fn write_rounds(path: &Path, modes: &[Mode]) {
     if let Err(e) = std::fs::write(path, out) {
         eprintln!("bench-real-codex: cannot write {}: {e}", path.display());
     }
-}
-
-fn count_files(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                count_files(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
 }
 
 fn newest_rollout(dir: &Path) -> Option<PathBuf> {

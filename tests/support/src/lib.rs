@@ -127,6 +127,24 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
         .clone()
 }
 
+/// How many files (not directories) are under `dir`, at any depth; 0 if it
+/// cannot be read. Rollouts under a CODEX_HOME's `sessions/`, say.
+pub fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
 /// Whether `pid` is a live process (a zombie has exited: not live).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
