@@ -20,6 +20,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -89,32 +90,201 @@ fn remove_dir(path: &Path) {
 /// Removes everything in `dir` but the symlinks named in `links`. `true`
 /// if the dir is as a new home would be before its files are written:
 /// ours, 0700, and every one of those links there, pointing at its target.
+///
+/// Works through one descriptor of the dir (`fstat`, `readlinkat`,
+/// `unlinkat`), opened without following a symlink: every entry is looked
+/// up in the dir itself, not by its path from `/` again (a turn's end runs
+/// this for every turn; the path lookups were a third of its cost).
 pub fn empty_but_links(dir: &Path, links: &Links) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fs::symlink_metadata(dir)?;
-    // SAFETY: geteuid has no preconditions.
-    let ours = meta.is_dir() && meta.uid() == unsafe { libc::geteuid() };
-    if !ours || meta.mode() & 0o777 != 0o700 {
+    let Some(mut entries) = Dir::open_private(dir)? else {
         return Ok(false);
-    }
+    };
     let mut kept = 0;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let name = entry.file_name();
-        let target = links.iter().find(|(link, _)| *link == name).map(|l| &l.1);
-        if let (true, Some(target)) = (kind.is_symlink(), target) {
-            if fs::read_link(entry.path())? != *target {
-                return Ok(false);
+    let (mut name_buf, mut target_buf) = (Vec::new(), Vec::new());
+    while let Some(kind) = entries.next_entry(&mut name_buf)? {
+        let name = std::ffi::CStr::from_bytes_with_nul(&name_buf).expect("one NUL, at the end");
+        let name_bytes = name.to_bytes();
+        let link = links
+            .iter()
+            .find(|(link, _)| link.as_bytes() == name_bytes)
+            .map(|l| &l.1);
+        match (kind, link) {
+            (Kind::Symlink, Some(target)) => {
+                if !entries.link_points_at(name, target, &mut target_buf)? {
+                    return Ok(false);
+                }
+                kept += 1;
             }
-            kept += 1;
-        } else if kind.is_dir() {
-            fs::remove_dir_all(entry.path())?;
-        } else {
-            fs::remove_file(entry.path())?;
+            (Kind::Dir, _) => {
+                fs::remove_dir_all(dir.join(std::ffi::OsStr::from_bytes(name_bytes)))?
+            }
+            _ => entries.unlink(name)?,
         }
     }
     Ok(kept == links.len())
+}
+
+/// What an entry is, as far as a home's emptying needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Symlink,
+    Dir,
+    Other,
+}
+
+/// An open directory stream (`fdopendir`) and its descriptor.
+struct Dir {
+    stream: std::ptr::NonNull<libc::DIR>,
+}
+
+impl Dir {
+    /// Opens `path` (not following a symlink) if it is a directory of ours
+    /// with mode 0700; `None` if it is anything else.
+    fn open_private(path: &Path) -> io::Result<Option<Dir>> {
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a valid NUL-terminated path; the fd is owned below.
+        let fd = unsafe { libc::open(c_path.as_ptr(), flags) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            // A symlink or a non-directory where the home was: not ours.
+            return match e.raw_os_error() {
+                Some(libc::ELOOP | libc::ENOTDIR) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        // SAFETY: `fd` is open and ours; fdopendir takes it over on success.
+        let stream = unsafe { libc::fdopendir(fd) };
+        let Some(stream) = std::ptr::NonNull::new(stream) else {
+            let e = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so the fd is still ours to close.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        };
+        let dir = Dir { stream };
+        // SAFETY: an all-zero stat is a valid value; fstat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: the dir's fd is open; `st` is writable.
+        if unsafe { libc::fstat(dir.fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ours = st.st_uid == euid() && st.st_mode & 0o777 == 0o700;
+        Ok(ours.then_some(dir))
+    }
+
+    fn fd(&self) -> libc::c_int {
+        // SAFETY: the stream is open until drop.
+        unsafe { libc::dirfd(self.stream.as_ptr()) }
+    }
+
+    /// The kind of the next entry other than `.` and `..`, its name copied
+    /// into `name` (NUL-terminated): readdir's own copy lasts only until
+    /// the next call.
+    fn next_entry(&mut self, name: &mut Vec<u8>) -> io::Result<Option<Kind>> {
+        loop {
+            // readdir reports an error only through errno.
+            // SAFETY: errno is thread-local.
+            unsafe { *libc::__errno_location() = 0 };
+            // SAFETY: the stream is open.
+            let entry = unsafe { libc::readdir64(self.stream.as_ptr()) };
+            if entry.is_null() {
+                return match io::Error::last_os_error() {
+                    e if e.raw_os_error() == Some(0) => Ok(None),
+                    e => Err(e),
+                };
+            }
+            // SAFETY: readdir returned an entry, valid until the next call;
+            // its name is NUL-terminated.
+            let (entry_name, d_type) = unsafe {
+                let entry = &*entry;
+                (
+                    std::ffi::CStr::from_ptr(entry.d_name.as_ptr()),
+                    entry.d_type,
+                )
+            };
+            if matches!(entry_name.to_bytes(), b"." | b"..") {
+                continue;
+            }
+            name.clear();
+            name.extend_from_slice(entry_name.to_bytes_with_nul());
+            let kind = match d_type {
+                libc::DT_LNK => Kind::Symlink,
+                libc::DT_DIR => Kind::Dir,
+                libc::DT_UNKNOWN => self.kind_of(entry_name)?,
+                _ => Kind::Other,
+            };
+            return Ok(Some(kind));
+        }
+    }
+
+    /// For file systems whose entries carry no type.
+    fn kind_of(&self, name: &std::ffi::CStr) -> io::Result<Kind> {
+        // SAFETY: an all-zero stat is a valid value; fstatat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: open dir fd, NUL-terminated name, writable `st`.
+        let r =
+            unsafe { libc::fstatat(self.fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(match st.st_mode & libc::S_IFMT {
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFDIR => Kind::Dir,
+            _ => Kind::Other,
+        })
+    }
+
+    /// Whether the symlink `name` points at `target` exactly.
+    fn link_points_at(
+        &self,
+        name: &std::ffi::CStr,
+        target: &Path,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        let want = target.as_os_str().as_bytes();
+        // One byte more than the target: a longer link does not fit and
+        // so cannot match.
+        buf.clear();
+        buf.reserve(want.len() + 1);
+        // SAFETY: open dir fd, NUL-terminated name, `buf` has that capacity.
+        let n = unsafe {
+            libc::readlinkat(
+                self.fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                want.len() + 1,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: readlinkat wrote `n` bytes.
+        unsafe { buf.set_len(n as usize) };
+        Ok(buf.as_slice() == want)
+    }
+
+    fn unlink(&self, name: &std::ffi::CStr) -> io::Result<()> {
+        // SAFETY: open dir fd, NUL-terminated name.
+        if unsafe { libc::unlinkat(self.fd(), name.as_ptr(), 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        // SAFETY: the stream is open and closed once, here.
+        unsafe { libc::closedir(self.stream.as_ptr()) };
+    }
+}
+
+/// The daemon's effective uid (asked once).
+fn euid() -> libc::uid_t {
+    static EUID: std::sync::OnceLock<libc::uid_t> = std::sync::OnceLock::new();
+    // SAFETY: geteuid has no preconditions.
+    *EUID.get_or_init(|| unsafe { libc::geteuid() })
 }
 
 #[cfg(test)]
@@ -218,6 +388,50 @@ mod tests {
         home.recycle(&settings.idle).unwrap();
         assert!(settings.idle.is_empty());
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_link_whose_target_only_starts_alike_is_not_kept() {
+        let (base, _root, settings) = setup();
+        let home = prepare(&settings, None, "r1", &params("x")).unwrap();
+        let path = home.path().to_path_buf();
+        let mut target = base.path().join("auth.json").into_os_string();
+        target.push(".theirs");
+        fs::write(&target, "{}").unwrap();
+        fs::remove_file(path.join("auth.json")).unwrap();
+        std::os::unix::fs::symlink(&target, path.join("auth.json")).unwrap();
+        home.recycle(&settings.idle).unwrap();
+        assert!(settings.idle.is_empty());
+        assert!(!path.exists());
+        assert!(
+            Path::new(&target).exists(),
+            "a link's target is never removed"
+        );
+    }
+
+    #[test]
+    fn a_home_replaced_by_a_symlink_is_not_followed() {
+        let (_base, root, settings) = setup();
+        let home = prepare(&settings, None, "r1", &params("x")).unwrap();
+        let path = home.path().to_path_buf();
+        let elsewhere = root.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::set_permissions(
+            &elsewhere,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        fs::write(elsewhere.join("keep.txt"), "mine").unwrap();
+        fs::rename(&path, root.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        home.recycle(&settings.idle).unwrap();
+        assert!(settings.idle.is_empty());
+        assert!(fs::symlink_metadata(&path).is_err(), "the link is removed");
+        assert_eq!(
+            names(&elsewhere),
+            ["keep.txt"],
+            "nothing removed through the link"
+        );
     }
 
     #[test]
