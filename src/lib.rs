@@ -25,5 +25,6 @@ pub mod reader;
 pub mod settings;
 pub mod spawn;
 pub mod spawner;
+pub mod stdio;
 pub mod turn;
 pub mod writer;

@@ -122,8 +122,8 @@ fn main() -> ExitCode {
     }
     // One thread: a turn is a few syscalls per event, not work for a
     // second core, and every wake-up between two workers costs an eventfd
-    // write and a futex; blocking work (stdin, a stalled stdout) already
-    // runs on tokio's blocking pool.
+    // write and a futex; blocking work (stdin that is not a pipe, a stalled
+    // stdout) already runs on tokio's blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
     let containment = settings.containment.clone();
     let idle_homes = settings.home.idle.clone();
     let summary = runtime.block_on(async {
-        let input = tokio::io::stdin();
+        let input = codex_runner::stdio::stdin();
         let output = tokio::io::stdout();
         // The first SIGTERM/SIGINT stops every turn gracefully; a second one
         // kills them without waiting out the grace period.

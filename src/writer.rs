@@ -28,7 +28,7 @@
 //! queue runs empty.
 
 use std::any::Any;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -436,33 +436,7 @@ impl FdSink {
 /// fd 1. `O_NONBLOCK` on fd 1 itself would change the description we share
 /// with our parent (and whoever else it gave it to).
 fn reopen_nonblocking() -> std::io::Result<OwnedFd> {
-    let path = c"/proc/self/fd/1";
-    // SAFETY: a valid C string; the result is owned below.
-    let fd: RawFd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // The new description must be the same object as fd 1.
-    // SAFETY: fstat into zeroed locals.
-    let same = unsafe {
-        let mut a: libc::stat = std::mem::zeroed();
-        let mut b: libc::stat = std::mem::zeroed();
-        libc::fstat(1, &mut a) == 0
-            && libc::fstat(fd.as_raw_fd(), &mut b) == 0
-            && a.st_dev == b.st_dev
-            && a.st_ino == b.st_ino
-    };
-    if !same {
-        return Err(std::io::Error::other("/proc/self/fd/1 is not fd 1"));
-    }
-    Ok(fd)
+    crate::stdio::reopen_nonblocking(1)
 }
 
 #[cfg(test)]

@@ -349,3 +349,81 @@ async fn status_lists_running_and_queued_runs() {
     );
     d.assert_clean_exit().await;
 }
+
+/// Stdin as a shell redirect gives it (a file) and as Node's child_process
+/// gives it (a socket), besides the pipe every other test uses: each is
+/// read to its end, and every request gets its `end`.
+#[tokio::test]
+async fn requests_are_read_from_a_file_or_a_socket_on_stdin_too() {
+    use std::io::Write;
+    let requests: String = (0..3)
+        .map(|i| {
+            format!("{{\"type\":\"run\",\"id\":\"s{i}\",\"params\":{{\"prompt\":\"hi {i}\"}}}}\n")
+        })
+        .collect();
+
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(requests.as_bytes()).unwrap();
+    std::io::Seek::rewind(&mut file).unwrap();
+    assert_ends_for_all(std::process::Stdio::from(file), None).await;
+
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut ours = ours;
+        ours.write_all(requests.as_bytes()).unwrap();
+        ours.shutdown(std::net::Shutdown::Write).unwrap();
+        ours
+    });
+    assert_ends_for_all(
+        std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)),
+        Some(writer),
+    )
+    .await;
+}
+
+async fn assert_ends_for_all(
+    stdin: std::process::Stdio,
+    writer: Option<std::thread::JoinHandle<std::os::unix::net::UnixStream>>,
+) {
+    use super::harness::{fake_codex_bin, runner_bin, turn_root_dir, READ_TIMEOUT};
+    let base = tempfile::tempdir().unwrap();
+    let turns = turn_root_dir();
+    let child = tokio::process::Command::new(runner_bin())
+        .arg("--codex-bin")
+        .arg(fake_codex_bin())
+        .arg("--codex-home")
+        .arg(base.path())
+        .arg("--turn-dir")
+        .arg(turns.path().join("turns"))
+        .env_remove("FAKE_CODEX_SCENARIO")
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(READ_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the daemon exits at the end of its input")
+        .unwrap();
+    if let Some(writer) = writer {
+        drop(writer.join().unwrap());
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut ends: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "end")
+        .map(|l| {
+            assert_eq!(l["status"], "ok", "{l}");
+            l["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ends.sort();
+    assert_eq!(ends, ["s0", "s1", "s2"]);
+}
