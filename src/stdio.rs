@@ -3,28 +3,119 @@
 //! A pipe or terminal on fd 0 or 1 is reopened through `/proc/self/fd`: a
 //! second open file description of the same object, whose `O_NONBLOCK` is
 //! ours alone (setting it on fd 0 or 1 would change the description we
-//! share with our parent). The runtime's epoll then waits on it, where
-//! tokio's own stdin and stdout hand every read and write to a thread of
-//! its blocking pool and back.
+//! share with our parent). A socket (what Node's child_process gives) is
+//! used as it is, with `MSG_DONTWAIT` on every call. The runtime's epoll
+//! then waits on them, where tokio's own stdin and stdout hand every read
+//! and write to a thread of its blocking pool and back.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-/// Stdin for the reader: a pipe through the runtime's epoll (a second,
-/// non-blocking description of it), else tokio's stdin, which reads on its
-/// blocking pool.
-pub fn stdin() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, Interest, ReadBuf};
+
+/// Stdin for the reader, read where the turns' pipes are (the runtime's
+/// epoll) when it is a pipe (a second, non-blocking description of it) or a
+/// socket (Node's child_process gives one: `recv` with `MSG_DONTWAIT`);
+/// else (a file, a terminal) tokio's stdin, which reads on its blocking
+/// pool.
+pub fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
     // SAFETY: fstat into a zeroed local.
-    let fifo = unsafe {
+    let kind = unsafe {
         let mut stat: libc::stat = std::mem::zeroed();
-        libc::fstat(0, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFIFO
+        if libc::fstat(0, &mut stat) == 0 {
+            stat.st_mode & libc::S_IFMT
+        } else {
+            0
+        }
     };
-    if fifo {
-        match reopen_nonblocking(0).and_then(tokio::net::unix::pipe::Receiver::from_owned_fd) {
-            Ok(pipe) => return Box::new(pipe),
-            Err(e) => tracing::debug!(error = %e, "stdin is read on a thread"),
+    let epolled: std::io::Result<Box<dyn AsyncRead + Unpin + Send>> = match kind {
+        libc::S_IFIFO => reopen_nonblocking(0)
+            .and_then(tokio::net::unix::pipe::Receiver::from_owned_fd)
+            .map(|pipe| Box::new(pipe) as _),
+        libc::S_IFSOCK => SocketStdin::new().map(|socket| Box::new(socket) as _),
+        _ => Err(std::io::Error::other("neither a pipe nor a socket")),
+    };
+    match epolled {
+        Ok(input) => {
+            tracing::debug!(
+                stdin = if kind == libc::S_IFIFO {
+                    "pipe"
+                } else {
+                    "socket"
+                },
+                "reading stdin"
+            );
+            input
+        }
+        Err(e) => {
+            tracing::debug!(stdin = "thread", why = %e, "reading stdin");
+            Box::new(tokio::io::stdin())
         }
     }
-    Box::new(tokio::io::stdin())
+}
+
+/// A socket on fd 0, read without blocking through a duplicate of it
+/// registered with the runtime. Only `recv` with `MSG_DONTWAIT` touches it:
+/// the description's own flags, shared with our parent, stay as they are.
+struct SocketStdin {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl SocketStdin {
+    fn new() -> std::io::Result<SocketStdin> {
+        // SAFETY: fcntl on fd 0; the result is owned below.
+        let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an OwnedFd stays open, and the same fd, until dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
+        Ok(SocketStdin { fd })
+    }
+}
+
+impl AsyncRead for SocketStdin {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            let mut ready = std::task::ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let received = ready.try_io(|fd| {
+                // SAFETY: receiving into a valid, writable slice.
+                let n = unsafe {
+                    libc::recv(
+                        fd.as_raw_fd(),
+                        unfilled.as_mut_ptr().cast(),
+                        unfilled.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match received {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                // Not readable after all: wait for the next edge.
+                Err(_would_block) => {}
+            }
+        }
+    }
 }
 
 /// A new, non-blocking open file description of what fd 0 (read) or 1

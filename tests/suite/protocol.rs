@@ -365,7 +365,7 @@ async fn requests_are_read_from_a_file_or_a_socket_on_stdin_too() {
     let mut file = tempfile::tempfile().unwrap();
     file.write_all(requests.as_bytes()).unwrap();
     std::io::Seek::rewind(&mut file).unwrap();
-    assert_ends_for_all(std::process::Stdio::from(file), None).await;
+    assert_ends_for_all(std::process::Stdio::from(file), None, "thread").await;
 
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let writer = std::thread::spawn(move || {
@@ -377,6 +377,7 @@ async fn requests_are_read_from_a_file_or_a_socket_on_stdin_too() {
     assert_ends_for_all(
         std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)),
         Some(writer),
+        "socket",
     )
     .await;
 }
@@ -384,6 +385,7 @@ async fn requests_are_read_from_a_file_or_a_socket_on_stdin_too() {
 async fn assert_ends_for_all(
     stdin: std::process::Stdio,
     writer: Option<std::thread::JoinHandle<std::os::unix::net::UnixStream>>,
+    read_by: &str,
 ) {
     use super::harness::{fake_codex_bin, runner_bin, turn_root_dir, READ_TIMEOUT};
     let base = tempfile::tempdir().unwrap();
@@ -396,6 +398,9 @@ async fn assert_ends_for_all(
         .arg("--turn-dir")
         .arg(turns.path().join("turns"))
         .env_remove("FAKE_CODEX_SCENARIO")
+        .arg("--log-format=pretty")
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
         .stdin(stdin)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -409,10 +414,11 @@ async fn assert_ends_for_all(
     if let Some(writer) = writer {
         drop(writer.join().unwrap());
     }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains(&format!("reading stdin stdin=\"{read_by}\"")),
+        "stdin not read by {read_by}: {stderr}"
     );
     let mut ends: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
