@@ -22,18 +22,21 @@
 //! task next yields, typically after it has forwarded every line its last
 //! read of codex's pipe returned, and writes the whole queue with one
 //! `write(2)`. So a burst becomes a few large writes, and a lone line is never
-//! held back. When the pipe is full (stdout's reader is behind) the rest is
-//! written from tokio's blocking pool, which waits in `poll(2)`. Any other
+//! held back. When the pipe is full (stdout's reader is behind) the writer
+//! waits for room in the runtime's epoll (a registered duplicate of the fd),
+//! or, if that registration failed, writes the rest from tokio's blocking
+//! pool, which waits in `poll(2)`. Any other
 //! `AsyncWrite` (tests) is written by the same task, flushed whenever the
 //! queue runs empty.
 
 use std::any::Any;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use runner_protocol::{End, OutputLine, Rejected};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::sync::Notify;
 
 /// Bytes queued for stdout before senders wait. 128 KiB is a few hundred
@@ -315,6 +318,10 @@ async fn run_generic_writer<W: AsyncWrite + Unpin>(
 /// fd 1, written without blocking the thread.
 struct FdSink {
     how: How,
+    /// A duplicate of the fd written (pipe, terminal or socket) registered
+    /// with the runtime, to wait until a full fd 1 takes bytes again; `None`
+    /// if registering failed (then the blocking pool waits instead).
+    writable: Option<AsyncFd<OwnedFd>>,
 }
 
 enum How {
@@ -348,7 +355,19 @@ impl FdSink {
             libc::S_IFSOCK => How::Socket,
             _ => return Ok(None),
         };
-        Ok(Some(FdSink { how }))
+        let writable = match &how {
+            How::Reopened(fd) => Some(fd.as_raw_fd()),
+            How::Socket => Some(1),
+            How::Direct => None,
+        }
+        .and_then(|fd| match register_writable(fd) {
+            Ok(registered) => Some(registered),
+            Err(e) => {
+                tracing::debug!(error = %e, "a full stdout is waited for on the blocking pool");
+                None
+            }
+        });
+        Ok(Some(FdSink { how, writable }))
     }
 
     /// One write attempt; `WouldBlock` when the pipe is full.
@@ -377,13 +396,28 @@ impl FdSink {
         }
     }
 
-    /// Writes `buffer[done..]`: at once while fd 1 takes it, then, when the
-    /// pipe is full (stdout's reader is behind), on the blocking pool, where
-    /// waiting costs no runtime thread. Returns the buffer for reuse.
+    /// Writes `buffer[done..]`: at once while fd 1 takes it; when the pipe
+    /// is full (stdout's reader is behind), as soon as the runtime's epoll
+    /// says it takes bytes again (or, failing that, on the blocking pool,
+    /// where waiting costs no runtime thread). Returns the buffer for reuse.
     async fn write_all_async(self: &Arc<Self>, buffer: Vec<u8>) -> (Vec<u8>, std::io::Result<()>) {
         let mut done = 0;
         while done < buffer.len() {
-            match self.write(&buffer[done..]) {
+            let written = match (self.write(&buffer[done..]), &self.writable) {
+                (Err(e), Some(writable)) if e.kind() == std::io::ErrorKind::WouldBlock => loop {
+                    let mut ready = match writable.writable().await {
+                        Ok(ready) => ready,
+                        Err(e) => return (buffer, Err(e)),
+                    };
+                    // A write that would block again clears the readiness,
+                    // and the next wait is for the next edge.
+                    if let Ok(written) = ready.try_io(|_| self.write(&buffer[done..])) {
+                        break written;
+                    }
+                },
+                (written, _) => written,
+            };
+            match written {
                 Ok(0) => return (buffer, Err(std::io::ErrorKind::WriteZero.into())),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -437,6 +471,20 @@ impl FdSink {
 /// with our parent (and whoever else it gave it to).
 fn reopen_nonblocking() -> std::io::Result<OwnedFd> {
     crate::stdio::reopen_nonblocking(1)
+}
+
+/// A duplicate of `fd`, registered with the runtime for writability.
+fn register_writable(fd: RawFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: fcntl on an open fd; the result is owned below.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+    // SAFETY: an OwnedFd stays open, and the same fd, until dropped.
+    unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
+        .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

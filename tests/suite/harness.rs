@@ -233,6 +233,34 @@ impl Daemon {
         self.stdout = None;
     }
 
+    /// Whether the daemon's stdout pipe is full, so that its next write
+    /// would wait: no free slot for a write through a second, write-only
+    /// description of the same pipe (`poll` without `POLLOUT`).
+    pub fn stdout_pipe_full(&mut self) -> bool {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let lines = self.stdout.as_mut().expect("stdout open");
+        let fd = lines.get_mut().get_ref().as_raw_fd();
+        let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).unwrap();
+        // SAFETY: a valid path; the fd is owned (and closed) below.
+        let writer = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        assert!(writer >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: a fresh fd we own.
+        let writer = unsafe { OwnedFd::from_raw_fd(writer) };
+        let mut poll = libc::pollfd {
+            fd: writer.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        assert!(unsafe { libc::poll(&mut poll, 1, 0) } >= 0);
+        poll.revents & libc::POLLOUT == 0
+    }
+
     /// Hands stdin to the caller (to write from another task while this
     /// one reads).
     pub fn take_stdin(&mut self) -> ChildStdin {

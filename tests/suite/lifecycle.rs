@@ -272,6 +272,34 @@ async fn a_closed_stdout_stops_everything_cleanly() {
     assert_eq!(fatal.len(), 1, "{}", d.stderr());
 }
 
+/// The reader goes away while stdout's pipe is full and the daemon waits
+/// for room: the wait ends (the pipe reports an error, not room) and the
+/// daemon exits as for any lost stdout.
+#[tokio::test]
+async fn a_stdout_closed_while_full_stops_everything_cleanly() {
+    let mut d = Daemon::start().await;
+    d.run(
+        "flood",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "slow", "FAKE_CODEX_EVENTS": "1000000", "FAKE_CODEX_DELAY_MS": "0", "FAKE_CODEX_PAYLOAD": "1000"}}),
+    )
+    .await;
+    // Nothing is read: the pipe fills. Polled, as nothing signals it.
+    let full = async {
+        while !d.stdout_pipe_full() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(READ_TIMEOUT, full)
+        .await
+        .expect("stdout's pipe fills up");
+    let codex = d.record("flood")["pid"].as_u64().unwrap();
+    d.close_stdout();
+    let status = d.wait_exit().await;
+    assert_eq!(status.code(), Some(1), "a lost stdout is an error exit");
+    assert!(!alive(codex), "codex {codex} survived");
+    assert!(d.leftover_turn_dirs().is_empty());
+}
+
 #[tokio::test]
 async fn canary_secrets_never_reach_argv_logs_or_errors() {
     const HEADER: &str = "canary-header-7f3a9";
