@@ -433,3 +433,67 @@ async fn assert_ends_for_all(
     ends.sort();
     assert_eq!(ends, ["s0", "s1", "s2"]);
 }
+
+/// One socket as both stdin and stdout, as systemd's socket activation
+/// (`Accept=yes`) hands a connection over: read and written both through
+/// the runtime's epoll, and a client's half-close ends the input.
+#[tokio::test]
+async fn one_socket_as_stdin_and_stdout_serves_a_connection() {
+    use super::harness::{fake_codex_bin, runner_bin, turn_root_dir, READ_TIMEOUT};
+    use std::io::{Read, Write};
+    let base = tempfile::tempdir().unwrap();
+    let turns = turn_root_dir();
+    let (mut client, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let theirs_out = theirs.try_clone().unwrap();
+    let mut child = tokio::process::Command::new(runner_bin())
+        .arg("--codex-bin")
+        .arg(fake_codex_bin())
+        .arg("--codex-home")
+        .arg(base.path())
+        .arg("--turn-dir")
+        .arg(turns.path().join("turns"))
+        .env_remove("FAKE_CODEX_SCENARIO")
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs_out,
+        )))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let conversation = tokio::task::spawn_blocking(move || {
+        for i in 0..3 {
+            writeln!(
+                client,
+                r#"{{"type":"run","id":"c{i}","params":{{"prompt":"hi {i}"}}}}"#
+            )
+            .unwrap();
+        }
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        answer
+    });
+    let answer = tokio::time::timeout(READ_TIMEOUT, conversation)
+        .await
+        .expect("the daemon answers and closes the connection")
+        .unwrap();
+    let status = tokio::time::timeout(READ_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let mut ends: Vec<String> = answer
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "end")
+        .map(|l| {
+            assert_eq!(l["status"], "ok", "{l}");
+            l["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ends.sort();
+    assert_eq!(ends, ["c0", "c1", "c2"]);
+}
