@@ -694,7 +694,7 @@ exit 3
         assert_eq!(read("state_9.sqlite-wal"), b"wal");
         assert_eq!(read("goals_1.sqlite"), b"goals");
         assert_eq!(read("thread_history_1.sqlite"), b"history");
-        assert!(!home.path().join("logs_2.sqlite").exists());
+        assert_eq!(read("logs_2.sqlite"), b"x");
         assert!(again.path().join("thread_history_1.sqlite").exists());
         assert_eq!(
             fs::read_to_string(&runs).unwrap(),
