@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::harness::{Daemon, Gate};
+use super::harness::{turn_root_dir, Daemon, Gate};
 
 #[tokio::test]
 async fn existing_client_run_streams_events_then_one_end() {
@@ -356,11 +356,7 @@ async fn status_lists_running_and_queued_runs() {
 #[tokio::test]
 async fn requests_are_read_from_a_file_or_a_socket_on_stdin_too() {
     use std::io::Write;
-    let requests: String = (0..3)
-        .map(|i| {
-            format!("{{\"type\":\"run\",\"id\":\"s{i}\",\"params\":{{\"prompt\":\"hi {i}\"}}}}\n")
-        })
-        .collect();
+    let requests = three_runs("s");
 
     let mut file = tempfile::tempfile().unwrap();
     file.write_all(requests.as_bytes()).unwrap();
@@ -387,24 +383,15 @@ async fn assert_ends_for_all(
     writer: Option<std::thread::JoinHandle<std::os::unix::net::UnixStream>>,
     read_by: &str,
 ) {
-    use super::harness::{fake_codex_bin, runner_bin, turn_root_dir, READ_TIMEOUT};
-    let base = tempfile::tempdir().unwrap();
-    let turns = turn_root_dir();
-    let child = tokio::process::Command::new(runner_bin())
-        .arg("--codex-bin")
-        .arg(fake_codex_bin())
-        .arg("--codex-home")
-        .arg(base.path())
-        .arg("--turn-dir")
-        .arg(turns.path().join("turns"))
-        .env_remove("FAKE_CODEX_SCENARIO")
+    use super::harness::READ_TIMEOUT;
+    let (base, turns) = (tempfile::tempdir().unwrap(), turn_root_dir());
+    let child = bare_daemon(base.path(), turns.path())
         .arg("--log-format=pretty")
         .env("RUST_LOG", "debug")
         .env("NO_COLOR", "1")
         .stdin(stdin)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let out = tokio::time::timeout(READ_TIMEOUT, child.wait_with_output())
@@ -420,18 +407,10 @@ async fn assert_ends_for_all(
         stderr.contains(&format!("reading stdin stdin=\"{read_by}\"")),
         "stdin not read by {read_by}: {stderr}"
     );
-    let mut ends: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["type"] == "end")
-        .map(|l| {
-            assert_eq!(l["status"], "ok", "{l}");
-            l["id"].as_str().unwrap().to_owned()
-        })
-        .collect();
-    ends.sort();
-    assert_eq!(ends, ["s0", "s1", "s2"]);
+    assert_eq!(
+        ok_end_ids(&String::from_utf8(out.stdout).unwrap()),
+        ["s0", "s1", "s2"]
+    );
 }
 
 /// One socket as both stdin and stdout, as systemd's socket activation
@@ -439,38 +418,20 @@ async fn assert_ends_for_all(
 /// the runtime's epoll, and a client's half-close ends the input.
 #[tokio::test]
 async fn one_socket_as_stdin_and_stdout_serves_a_connection() {
-    use super::harness::{fake_codex_bin, runner_bin, turn_root_dir, READ_TIMEOUT};
+    use super::harness::READ_TIMEOUT;
     use std::io::{Read, Write};
-    let base = tempfile::tempdir().unwrap();
-    let turns = turn_root_dir();
+    use std::os::fd::OwnedFd;
+    let (base, turns) = (tempfile::tempdir().unwrap(), turn_root_dir());
     let (mut client, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let theirs_out = theirs.try_clone().unwrap();
-    let mut child = tokio::process::Command::new(runner_bin())
-        .arg("--codex-bin")
-        .arg(fake_codex_bin())
-        .arg("--codex-home")
-        .arg(base.path())
-        .arg("--turn-dir")
-        .arg(turns.path().join("turns"))
-        .env_remove("FAKE_CODEX_SCENARIO")
-        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
-            theirs,
-        )))
-        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
-            theirs_out,
-        )))
+    let mut child = bare_daemon(base.path(), turns.path())
+        .stdin(std::process::Stdio::from(OwnedFd::from(theirs)))
+        .stdout(std::process::Stdio::from(OwnedFd::from(theirs_out)))
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let conversation = tokio::task::spawn_blocking(move || {
-        for i in 0..3 {
-            writeln!(
-                client,
-                r#"{{"type":"run","id":"c{i}","params":{{"prompt":"hi {i}"}}}}"#
-            )
-            .unwrap();
-        }
+        client.write_all(three_runs("c").as_bytes()).unwrap();
         client.shutdown(std::net::Shutdown::Write).unwrap();
         let mut answer = String::new();
         client.read_to_string(&mut answer).unwrap();
@@ -485,7 +446,39 @@ async fn one_socket_as_stdin_and_stdout_serves_a_connection() {
         .unwrap()
         .unwrap();
     assert!(status.success());
-    let mut ends: Vec<String> = answer
+    assert_eq!(ok_end_ids(&answer), ["c0", "c1", "c2"]);
+}
+
+/// Three `run` requests, ids `<prefix>0` to `<prefix>2`, as JSONL.
+fn three_runs(prefix: &str) -> String {
+    (0..3)
+        .map(|i| format!("{{\"type\":\"run\",\"id\":\"{prefix}{i}\",\"params\":{{\"prompt\":\"hi {i}\"}}}}\n"))
+        .collect()
+}
+
+/// The daemon over the fake codex, with stdio left to the caller (the
+/// harness's `Daemon` always pipes it).
+fn bare_daemon(
+    base_home: &std::path::Path,
+    turn_root: &std::path::Path,
+) -> tokio::process::Command {
+    use super::harness::{fake_codex_bin, runner_bin};
+    let mut command = tokio::process::Command::new(runner_bin());
+    command
+        .arg("--codex-bin")
+        .arg(fake_codex_bin())
+        .arg("--codex-home")
+        .arg(base_home)
+        .arg("--turn-dir")
+        .arg(turn_root.join("turns"))
+        .env_remove("FAKE_CODEX_SCENARIO")
+        .kill_on_drop(true);
+    command
+}
+
+/// The ids of the `end` lines in `output`, sorted, each checked to be `ok`.
+fn ok_end_ids(output: &str) -> Vec<String> {
+    let mut ends: Vec<String> = output
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|l| l["type"] == "end")
@@ -495,5 +488,5 @@ async fn one_socket_as_stdin_and_stdout_serves_a_connection() {
         })
         .collect();
     ends.sort();
-    assert_eq!(ends, ["c0", "c1", "c2"]);
+    ends
 }
