@@ -65,17 +65,9 @@ struct SocketStdin {
 
 impl SocketStdin {
     fn new() -> std::io::Result<SocketStdin> {
-        // SAFETY: fcntl on fd 0; the result is owned below.
-        let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: an OwnedFd stays open, and the same fd, until dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-            .map_err(std::io::Error::from)?;
-        Ok(SocketStdin { fd })
+        Ok(SocketStdin {
+            fd: register_duplicate(0, Interest::READABLE)?,
+        })
     }
 }
 
@@ -155,4 +147,22 @@ pub(crate) fn reopen_nonblocking(std_fd: RawFd) -> std::io::Result<OwnedFd> {
         )));
     }
     Ok(fd)
+}
+
+/// A duplicate of `fd` registered with the runtime for `interest`: epoll
+/// then reports on the description `fd` shares, while `fd` itself stays as
+/// it is (our parent may share it).
+pub(crate) fn register_duplicate(
+    fd: RawFd,
+    interest: Interest,
+) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: fcntl on an open fd; the result is owned below.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+    // SAFETY: an OwnedFd stays open, and the same fd, until dropped.
+    unsafe { AsyncFd::register_with_interest(dup, interest) }.map_err(std::io::Error::from)
 }

@@ -30,7 +30,7 @@
 //! queue runs empty.
 
 use std::any::Any;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -346,10 +346,10 @@ impl FdSink {
         };
         let how = match stat.st_mode & libc::S_IFMT {
             libc::S_IFREG => How::Direct,
-            libc::S_IFIFO => How::Reopened(reopen_nonblocking()?),
+            libc::S_IFIFO => How::Reopened(crate::stdio::reopen_nonblocking(1)?),
             // SAFETY: isatty has no preconditions.
             libc::S_IFCHR if unsafe { libc::isatty(1) } == 1 => {
-                How::Reopened(reopen_nonblocking()?)
+                How::Reopened(crate::stdio::reopen_nonblocking(1)?)
             }
             libc::S_IFCHR => How::Direct,
             libc::S_IFSOCK => How::Socket,
@@ -360,13 +360,15 @@ impl FdSink {
             How::Socket => Some(1),
             How::Direct => None,
         }
-        .and_then(|fd| match register_writable(fd) {
-            Ok(registered) => Some(registered),
-            Err(e) => {
-                tracing::debug!(error = %e, "a full stdout is waited for on the blocking pool");
-                None
-            }
-        });
+        .and_then(
+            |fd| match crate::stdio::register_duplicate(fd, Interest::WRITABLE) {
+                Ok(registered) => Some(registered),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a full stdout is waited for on the blocking pool");
+                    None
+                }
+            },
+        );
         Ok(Some(FdSink { how, writable }))
     }
 
@@ -464,27 +466,6 @@ impl FdSink {
         }
         Ok(())
     }
-}
-
-/// A new, non-blocking open file description of the pipe or terminal on
-/// fd 1. `O_NONBLOCK` on fd 1 itself would change the description we share
-/// with our parent (and whoever else it gave it to).
-fn reopen_nonblocking() -> std::io::Result<OwnedFd> {
-    crate::stdio::reopen_nonblocking(1)
-}
-
-/// A duplicate of `fd`, registered with the runtime for writability.
-fn register_writable(fd: RawFd) -> std::io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: fcntl on an open fd; the result is owned below.
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if dup < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd we own.
-    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
-    // SAFETY: an OwnedFd stays open, and the same fd, until dropped.
-    unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
-        .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]
