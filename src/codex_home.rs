@@ -40,6 +40,7 @@ use runner_protocol::RunParams;
 use toml_edit::DocumentMut;
 
 use crate::codex_bin::CodexBin;
+use crate::config_template::RecentConfigs;
 use crate::config_toml::{self, ConfigError};
 use crate::db_template;
 use crate::home_pool::{self, IdleHomes, Links};
@@ -235,11 +236,9 @@ pub fn prepare(
 ) -> Result<TurnHome, HomeError> {
     let base = &settings.base_home;
     let snapshot = base_snapshot(base)?;
-    let mut doc = match &snapshot.config {
-        Some(doc) => doc.clone(),
-        None => DocumentMut::new(),
-    };
-    config_toml::synthesize(&mut doc, run_id, params)?;
+    let config_text = snapshot
+        .configs
+        .render(snapshot.config.as_ref(), run_id, params)?;
     let template = codex.and_then(db_template::for_codex);
 
     let reused = settings.idle.take(&snapshot.links);
@@ -257,7 +256,7 @@ pub fn prepare(
         output_schema: None,
     };
     let config = home.path.join("config.toml");
-    write_private(&config, doc.to_string().as_bytes())?;
+    write_private(&config, config_text.as_bytes())?;
     home.created.push(config);
     if let Some(schema) = &params.output_schema {
         let path = home.path.join("output-schema.json");
@@ -390,6 +389,8 @@ struct BaseSnapshot {
     dir_key: Option<FileKey>,
     /// Entries to link: (name, target).
     links: Links,
+    /// Configs rendered over `config` for recent requests.
+    configs: RecentConfigs,
 }
 
 fn stat_key(path: &Path) -> Result<Option<FileKey>, HomeError> {
@@ -444,6 +445,7 @@ fn base_snapshot(base: &Path) -> Result<Arc<BaseSnapshot>, HomeError> {
         config,
         dir_key,
         links,
+        configs: RecentConfigs::default(),
     });
     let settled = config_key.map_or(true, |k| k.settled()) && dir_key.is_some_and(|k| k.settled());
     let mut cache = cache.lock().expect("base cache");

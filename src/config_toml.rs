@@ -4,7 +4,9 @@
 //!
 //! Pure functions over a document: no I/O, so every rule is unit-tested.
 
-use runner_protocol::{Effort, McpServer, RunParams, ToolsApproval};
+use std::collections::BTreeMap;
+
+use runner_protocol::{ApprovalPolicy, Effort, McpServer, RunParams, ToolsApproval};
 use serde_json::Value as Json;
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, Value};
 
@@ -34,8 +36,75 @@ pub fn parse_base(text: Option<&str>) -> Result<DocumentMut, ConfigError> {
         .map_err(ConfigError::BaseInvalid)
 }
 
+/// What of a request a turn's config depends on, besides the run id and
+/// the resumed thread's id (which go into HTTP headers only).
+/// [`synthesize_from`] reads nothing else, so a config rendered for one
+/// request serves every request whose inputs are equal (see
+/// `config_template`): a field that changes the config must be added here.
+#[derive(Debug, PartialEq)]
+pub struct ConfigInputs<'a> {
+    pub effort: Option<Effort>,
+    pub web_search_enabled: Option<bool>,
+    pub approval_policy: Option<ApprovalPolicy>,
+    pub network_access_enabled: Option<bool>,
+    pub base_instructions: Option<&'a str>,
+    pub developer_instructions: Option<&'a str>,
+    pub compact_prompt: Option<&'a str>,
+    pub mcp_servers: &'a BTreeMap<String, McpServer>,
+    pub config: &'a BTreeMap<String, Json>,
+    /// The turn resumes a thread, whose id then goes into a header.
+    pub resumes: bool,
+}
+
+impl<'a> ConfigInputs<'a> {
+    pub fn of(p: &'a RunParams) -> Self {
+        ConfigInputs {
+            effort: p.effort,
+            web_search_enabled: p.web_search_enabled,
+            approval_policy: p.approval_policy,
+            network_access_enabled: p.network_access_enabled,
+            base_instructions: p.base_instructions.as_deref(),
+            developer_instructions: p.developer_instructions.as_deref(),
+            compact_prompt: p.compact_prompt.as_deref(),
+            mcp_servers: &p.mcp_servers,
+            config: &p.config,
+            resumes: p.resume.is_some(),
+        }
+    }
+
+    /// Params holding these inputs and nothing else (no prompt, an empty
+    /// thread id), to keep as the key of a rendered config.
+    pub fn to_params(&self) -> RunParams {
+        RunParams {
+            effort: self.effort,
+            web_search_enabled: self.web_search_enabled,
+            approval_policy: self.approval_policy,
+            network_access_enabled: self.network_access_enabled,
+            base_instructions: self.base_instructions.map(str::to_owned),
+            developer_instructions: self.developer_instructions.map(str::to_owned),
+            compact_prompt: self.compact_prompt.map(str::to_owned),
+            mcp_servers: self.mcp_servers.clone(),
+            config: self.config.clone(),
+            resume: self.resumes.then(String::new),
+            ..RunParams::default()
+        }
+    }
+}
+
 /// Applies a request to the base document.
 pub fn synthesize(doc: &mut DocumentMut, run_id: &str, p: &RunParams) -> Result<(), ConfigError> {
+    let thread_id = p.resume.as_deref().unwrap_or_default();
+    synthesize_from(doc, &ConfigInputs::of(p), run_id, thread_id)
+}
+
+/// Applies a request's inputs to the base document; `thread_id` is used
+/// only when the inputs say the turn resumes a thread.
+pub fn synthesize_from(
+    doc: &mut DocumentMut,
+    p: &ConfigInputs<'_>,
+    run_id: &str,
+    thread_id: &str,
+) -> Result<(), ConfigError> {
     if let Some(effort) = p.effort {
         doc["model_reasoning_effort"] = toml_edit::value(effort_str(effort));
     }
@@ -53,23 +122,23 @@ pub fn synthesize(doc: &mut DocumentMut, run_id: &str, p: &RunParams) -> Result<
     // codex 0.169.0 calls the base-instructions override `instructions`
     // (`base_instructions` is rejected by --strict-config).
     for (key, value) in [
-        ("instructions", &p.base_instructions),
-        ("developer_instructions", &p.developer_instructions),
-        ("compact_prompt", &p.compact_prompt),
+        ("instructions", p.base_instructions),
+        ("developer_instructions", p.developer_instructions),
+        ("compact_prompt", p.compact_prompt),
     ] {
         if let Some(value) = value {
-            doc[key] = toml_edit::value(value.as_str());
+            doc[key] = toml_edit::value(value);
         }
     }
 
     let servers = table_at(doc.as_table_mut(), "mcp_servers")?;
     servers.set_implicit(true);
-    for (name, server) in &p.mcp_servers {
+    for (name, server) in p.mcp_servers {
         servers.insert(name, Item::Table(server_table(server)));
     }
-    add_turn_headers(servers, run_id, p.resume.as_deref());
+    add_turn_headers(servers, run_id, p.resumes.then_some(thread_id));
 
-    for (key, value) in &p.config {
+    for (key, value) in p.config {
         let segments: Vec<&str> = key.split('.').collect();
         set_path(doc.as_table_mut(), &segments, value, key)?;
     }

@@ -12,6 +12,7 @@ pub mod child;
 pub mod codex_bin;
 pub mod codex_home;
 pub mod command;
+pub mod config_template;
 pub mod config_toml;
 pub mod containment;
 pub mod daemon;
