@@ -439,7 +439,7 @@ fn base_snapshot(base: &Path) -> Result<Arc<BaseSnapshot>, HomeError> {
         let _ = DirBuilder::new().mode(0o700).create(base.join(shared));
     }
     let dir_key = stat_key(base)?;
-    let links = Arc::new(base_entries(base));
+    let links = Arc::new(base_entries(base).map_err(io("listing", base))?);
     let snapshot = Arc::new(BaseSnapshot {
         config_key,
         config,
@@ -457,12 +457,12 @@ fn base_snapshot(base: &Path) -> Result<Arc<BaseSnapshot>, HomeError> {
     Ok(snapshot)
 }
 
-fn base_entries(base: &Path) -> Vec<(OsString, PathBuf)> {
-    let Ok(entries) = fs::read_dir(base) else {
-        return Vec::new();
-    };
+/// The base home's entries a turn's home links. An error is one: a home
+/// without, say, its `auth.json` link would fail later and less clearly.
+fn base_entries(base: &Path) -> std::io::Result<Vec<(OsString, PathBuf)>> {
     let mut links = Vec::new();
-    for entry in entries.flatten() {
+    for entry in fs::read_dir(base)? {
+        let entry = entry?;
         let name = entry.file_name();
         let Some(name_str) = name.to_str() else {
             continue;
@@ -472,7 +472,7 @@ fn base_entries(base: &Path) -> Vec<(OsString, PathBuf)> {
             links.push((name.clone(), entry.path()));
         }
     }
-    links
+    Ok(links)
 }
 
 #[cfg(test)]

@@ -34,6 +34,9 @@ pub type Links = Arc<Vec<(OsString, PathBuf)>>;
 #[derive(Debug, Default)]
 pub struct IdleHomes {
     homes: Mutex<Vec<(PathBuf, Links)>>,
+    /// Homes that could not be removed when due (say, out of descriptors
+    /// while many turns ran), tried again at exit.
+    unremoved: Mutex<Vec<PathBuf>>,
 }
 
 impl IdleHomes {
@@ -45,7 +48,7 @@ impl IdleHomes {
             if Arc::ptr_eq(&held, links) || held == *links {
                 return Some(path);
             }
-            remove_dir(&path);
+            self.remove(path);
         }
     }
 
@@ -58,13 +61,32 @@ impl IdleHomes {
             return;
         }
         drop(homes);
-        remove_dir(&path);
+        self.remove(path);
     }
 
-    /// Removes every idle home (at exit).
+    /// Removes a home no turn uses any more, now or, failing that, at exit.
+    pub fn remove(&self, path: PathBuf) {
+        if let Err(e) = remove_dir(&path) {
+            tracing::debug!(path = %path.display(), error = %e, "cannot remove a turn home yet; trying again at exit");
+            self.unremoved.lock().unwrap().push(path);
+        }
+    }
+
+    /// Removes every idle home, and those [`remove`](Self::remove) could
+    /// not (at exit).
     pub fn clear(&self) {
-        for (path, _) in self.homes.lock().unwrap().drain(..) {
-            remove_dir(&path);
+        let homes: Vec<PathBuf> = self
+            .homes
+            .lock()
+            .unwrap()
+            .drain(..)
+            .map(|(path, _)| path)
+            .collect();
+        let unremoved = std::mem::take(&mut *self.unremoved.lock().unwrap());
+        for path in homes.into_iter().chain(unremoved) {
+            if let Err(e) = remove_dir(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a turn home");
+            }
         }
     }
 
@@ -79,11 +101,10 @@ impl IdleHomes {
     }
 }
 
-fn remove_dir(path: &Path) {
-    if let Err(e) = fs::remove_dir_all(path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove an idle turn home");
-        }
+fn remove_dir(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 

@@ -330,7 +330,7 @@ async fn drive(
     );
     // With no process of the turn left, nothing can write to its home any
     // more: it can serve a later turn.
-    release_home(home, nothing_left.then_some(&*settings.home.idle));
+    release_home(home, &settings.home.idle, nothing_left);
     end
 }
 
@@ -358,16 +358,18 @@ fn check_paths(p: &RunParams) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes the turn's home, or empties it for `reuse` (see
-/// [`TurnHome::recycle`]).
-fn release_home(home: TurnHome, reuse: Option<&IdleHomes>) {
+/// Removes the turn's home, or empties it for a later turn if `reusable`
+/// (see [`TurnHome::recycle`]). A home that cannot be removed now (out of
+/// descriptors, say) is removed at exit.
+fn release_home(home: TurnHome, idle: &IdleHomes, reusable: bool) {
     let path = home.path().to_path_buf();
-    let released = match reuse {
-        Some(idle) => home.recycle(idle),
-        None => home.remove(),
+    let released = match reusable {
+        true => home.recycle(idle),
+        false => home.remove(),
     };
     if let Err(e) = released {
         tracing::warn!(path = %path.display(), error = %e, "could not remove the turn's CODEX_HOME");
+        idle.remove(path);
     }
 }
 
