@@ -28,6 +28,10 @@ pub enum SpawnError {
     /// The executable does not exist.
     #[error("codex executable not found: {0}")]
     NotFound(String),
+    /// The daemon is out of open files (its limit, or the system's), of
+    /// processes or of memory: no fault of the executable.
+    #[error("cannot start codex: {}", resources_hint(.0))]
+    OutOfResources(#[source] std::io::Error),
     /// The executable exists but cannot be run.
     #[error("codex executable is not runnable: {path}")]
     NotRunnable {
@@ -37,6 +41,18 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What a resource error means for the user.
+fn resources_hint(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => format!(
+            "the daemon has reached its limit on open files ({}; a running turn holds up to {}): lower --max-concurrent or raise the hard limit (`ulimit -Hn`)",
+            crate::fd_limit::current().map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+            crate::fd_limit::PER_TURN
+        ),
+        _ => e.to_string(),
+    }
 }
 
 /// A running codex: its pid, a pidfd to wait for it, and its stdio pipes
@@ -84,14 +100,17 @@ pub async fn spawn(
 ) -> Result<CodexProcess, SpawnError> {
     let not_runnable = |source: std::io::Error| {
         let path = bin.program.display().to_string();
-        if source.kind() == std::io::ErrorKind::NotFound {
-            SpawnError::NotFound(path)
-        } else {
-            SpawnError::NotRunnable { path, source }
+        match source.raw_os_error() {
+            _ if source.kind() == std::io::ErrorKind::NotFound => SpawnError::NotFound(path),
+            Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => {
+                SpawnError::OutOfResources(source)
+            }
+            _ => SpawnError::NotRunnable { path, source },
         }
     };
-    let program =
+    let mut program =
         Program::with_base_env(&bin.program, args, daemon_env(), env).map_err(not_runnable)?;
+    program.restore_nofile(crate::fd_limit::for_children());
     let in_cgroup = cgroup.is_some();
     let spawned = spawner.spawn(program, cgroup).await.map_err(not_runnable)?;
     if in_cgroup && !spawned.born_in_cgroup {

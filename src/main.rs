@@ -110,6 +110,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    open_files_limit(settings.max_concurrent);
     // A first batch of turns finds its cgroups and homes made (best effort;
     // a few ms at most, before any request is read).
     settings.containment.prefill(settings.max_concurrent);
@@ -170,6 +171,35 @@ fn main() -> ExitCode {
             diag::fatal(&format!("writing stdout failed: {e}"));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Raises the limit on open files (see `fd_limit`) and warns when it still
+/// cannot hold `max_concurrent` running turns.
+fn open_files_limit(max_concurrent: usize) {
+    let files = match codex_runner::fd_limit::raise() {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the limit on open files");
+            return;
+        }
+    };
+    if files.limit != files.started_with {
+        tracing::debug!(
+            from = files.started_with,
+            to = files.limit,
+            "raised the limit on open files"
+        );
+    }
+    if files.turns() < max_concurrent as u64 {
+        tracing::warn!(
+            limit = files.limit,
+            max_concurrent,
+            "the limit on open files holds about {} running turns, fewer than --max-concurrent: \
+             turns beyond that will fail to start; raise the hard limit (`ulimit -Hn`) or lower \
+             --max-concurrent",
+            files.turns()
+        );
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Program {
     envp: Vec<*const libc::c_char>,
     _strings: Vec<CString>,
     _base: Option<Arc<Vec<CString>>>,
+    /// The open-files limit to set before `exec`, if not the daemon's own.
+    nofile: Option<libc::rlimit>,
 }
 
 // SAFETY: the raw pointers point into `_strings` and `_base`, owned (or
@@ -86,6 +88,7 @@ impl Program {
             path,
             _strings: strings,
             _base: None,
+            nofile: None,
         })
     }
 
@@ -124,6 +127,13 @@ impl Program {
             .collect();
         program._base = Some(base.clone());
         Ok(program)
+    }
+
+    /// Starts the program with the open-files limit `limit` rather than the
+    /// daemon's (which [`crate::fd_limit::raise`] may have raised). Best
+    /// effort: should setting it fail, the program keeps the daemon's.
+    pub fn restore_nofile(&mut self, limit: Option<libc::rlimit>) {
+        self.nofile = limit;
     }
 }
 
@@ -231,6 +241,9 @@ struct ChildArgs {
     stderr: RawFd,
     /// The cgroup directory to join by writing `cgroup.procs`, or -1.
     join_cgroup: RawFd,
+    /// The open-files limit to set, if `set_nofile`.
+    nofile: libc::rlimit,
+    set_nofile: bool,
     /// The daemon's pid, to notice that it died before `PR_SET_PDEATHSIG`.
     parent: libc::pid_t,
     /// Set by the child: the errno of the step that failed.
@@ -270,6 +283,11 @@ fn spawn_with(program: &Program, cgroup: Option<RawFd>, syscall: Syscall) -> io:
         stdout: stdout_child.as_raw_fd(),
         stderr: stderr_child.as_raw_fd(),
         join_cgroup: -1,
+        nofile: program.nofile.unwrap_or(libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        }),
+        set_nofile: program.nofile.is_some(),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         errno: 0,
@@ -482,6 +500,10 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             if libc::dup2(fd, target) < 0 {
                 return fail(args);
             }
+        }
+        if args.set_nofile {
+            // Best effort: the daemon's higher limit harms nobody.
+            libc::setrlimit(libc::RLIMIT_NOFILE, &args.nofile);
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);

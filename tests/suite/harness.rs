@@ -79,6 +79,7 @@ pub struct DaemonBuilder {
     base_config: Option<String>,
     codex_bin: Option<PathBuf>,
     turn_root: Option<Arc<tempfile::TempDir>>,
+    open_files: Option<(u64, Option<u64>)>,
 }
 
 impl DaemonBuilder {
@@ -100,6 +101,13 @@ impl DaemonBuilder {
 
     pub fn codex_bin(mut self, path: impl Into<PathBuf>) -> Self {
         self.codex_bin = Some(path.into());
+        self
+    }
+
+    /// Starts the daemon with this soft limit on open files, and this hard
+    /// one (else the test's).
+    pub fn open_files_limit(mut self, soft: u64, hard: Option<u64>) -> Self {
+        self.open_files = Some((soft, hard));
         self
     }
 
@@ -133,6 +141,26 @@ impl DaemonBuilder {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some((soft, hard)) = self.open_files {
+            // SAFETY: getrlimit and setrlimit only, between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    limit.rlim_cur = soft;
+                    limit.rlim_max = hard.unwrap_or(limit.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.spawn().expect("spawning codex-runner");
         let stdin = child.stdin.take();
         let stdout = Some(BufReader::new(child.stdout.take().unwrap()).lines());
@@ -186,6 +214,7 @@ impl Daemon {
             base_config: None,
             codex_bin: None,
             turn_root: None,
+            open_files: None,
         }
     }
 

@@ -4,6 +4,7 @@ mod faults;
 mod harness;
 mod hostile;
 mod lifecycle;
+mod limits;
 mod load;
 mod protocol;
 mod real_codex;

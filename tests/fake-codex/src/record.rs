@@ -8,6 +8,17 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+/// This process's limit on open files: [soft, hard].
+fn nofile() -> [u64; 2] {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    [limit.rlim_cur, limit.rlim_max]
+}
+
 /// A record being built; `None` inside when recording is off.
 pub struct Record(Option<(std::path::PathBuf, Map<String, Value>)>);
 
@@ -57,6 +68,7 @@ impl Record {
             "pid": std::process::id(),
             // SAFETY: getpgrp cannot fail.
             "pgid": unsafe { libc::getpgrp() },
+            "nofile": nofile(),
         });
         let Value::Object(map) = rec else {
             unreachable!()
