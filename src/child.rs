@@ -98,7 +98,7 @@ pub async fn spawn(
     cgroup: Option<Arc<OwnedFd>>,
     input: &[u8],
 ) -> Result<CodexProcess, SpawnError> {
-    let not_runnable = |source: std::io::Error| {
+    let spawn_error = |source: std::io::Error| {
         let path = bin.program.display().to_string();
         match source.raw_os_error() {
             _ if source.kind() == std::io::ErrorKind::NotFound => SpawnError::NotFound(path),
@@ -109,10 +109,10 @@ pub async fn spawn(
         }
     };
     let mut program =
-        Program::with_base_env(&bin.program, args, daemon_env(), env).map_err(not_runnable)?;
+        Program::with_base_env(&bin.program, args, daemon_env(), env).map_err(spawn_error)?;
     program.restore_nofile(crate::fd_limit::for_children());
     let in_cgroup = cgroup.is_some();
-    let spawned = spawner.spawn(program, cgroup).await.map_err(not_runnable)?;
+    let spawned = spawner.spawn(program, cgroup).await.map_err(spawn_error)?;
     if in_cgroup && !spawned.born_in_cgroup {
         tracing::debug!("clone3 could not start codex in its cgroup; it joined it itself");
     }

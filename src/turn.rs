@@ -363,12 +363,14 @@ fn check_paths(p: &RunParams) -> Result<(), String> {
 /// descriptors, say) is removed at exit.
 fn release_home(home: TurnHome, idle: &IdleHomes, reusable: bool) {
     let path = home.path().to_path_buf();
-    let released = match reusable {
-        true => home.recycle(idle),
-        false => home.remove(),
+    let released = if reusable {
+        home.recycle(idle)
+    } else {
+        home.remove()
     };
     if let Err(e) = released {
-        tracing::warn!(path = %path.display(), error = %e, "could not remove the turn's CODEX_HOME");
+        // Tried again now and, failing that, at exit, where a failure warns.
+        tracing::debug!(path = %path.display(), error = %e, "could not remove the turn's CODEX_HOME");
         idle.remove(path);
     }
 }
