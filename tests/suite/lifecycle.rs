@@ -257,12 +257,7 @@ async fn a_closed_stdout_stops_everything_cleanly() {
     .await;
     d.wait_for(|l| l["id"] == "talky" && l["event"]["type"] == "item.completed")
         .await;
-    let codex = d.record("talky")["pid"].as_u64().unwrap();
-    d.close_stdout();
-    let status = d.wait_exit().await;
-    assert_eq!(status.code(), Some(1), "a lost stdout is an error exit");
-    assert!(!alive(codex), "codex {codex} survived");
-    assert!(d.leftover_turn_dirs().is_empty());
+    close_stdout_and_expect_a_clean_stop(&mut d, "talky").await;
     let fatal: Vec<Value> = d
         .stderr()
         .lines()
@@ -292,7 +287,13 @@ async fn a_stdout_closed_while_full_stops_everything_cleanly() {
     tokio::time::timeout(READ_TIMEOUT, full)
         .await
         .expect("stdout's pipe fills up");
-    let codex = d.record("flood")["pid"].as_u64().unwrap();
+    close_stdout_and_expect_a_clean_stop(&mut d, "flood").await;
+}
+
+/// Closes the daemon's stdout while run `id` runs: the daemon exits 1, with
+/// the run's codex dead and no turn dir left.
+async fn close_stdout_and_expect_a_clean_stop(d: &mut Daemon, id: &str) {
+    let codex = d.record(id)["pid"].as_u64().unwrap();
     d.close_stdout();
     let status = d.wait_exit().await;
     assert_eq!(status.code(), Some(1), "a lost stdout is an error exit");
