@@ -42,14 +42,7 @@ impl OpenFiles {
 /// Raises the soft limit on open files to the hard limit (best effort).
 /// Call it once, before any thread starts.
 pub fn raise() -> std::io::Result<OpenFiles> {
-    let mut started = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut started) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let started = get()?;
     let mut found = OpenFiles {
         started_with: started.rlim_cur,
         limit: started.rlim_cur,
@@ -78,10 +71,18 @@ pub fn for_children() -> Option<libc::rlimit> {
 
 /// The soft limit on open files now.
 pub fn current() -> Option<u64> {
+    get().ok().map(|now| now.rlim_cur)
+}
+
+/// The limit on open files, soft and hard.
+fn get() -> std::io::Result<libc::rlimit> {
     let mut now = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit fills the struct we pass.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) } == 0).then_some(now.rlim_cur)
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(now)
 }

@@ -241,9 +241,8 @@ struct ChildArgs {
     stderr: RawFd,
     /// The cgroup directory to join by writing `cgroup.procs`, or -1.
     join_cgroup: RawFd,
-    /// The open-files limit to set, if `set_nofile`.
-    nofile: libc::rlimit,
-    set_nofile: bool,
+    /// The open-files limit to set, if any.
+    nofile: Option<libc::rlimit>,
     /// The daemon's pid, to notice that it died before `PR_SET_PDEATHSIG`.
     parent: libc::pid_t,
     /// Set by the child: the errno of the step that failed.
@@ -283,11 +282,7 @@ fn spawn_with(program: &Program, cgroup: Option<RawFd>, syscall: Syscall) -> io:
         stdout: stdout_child.as_raw_fd(),
         stderr: stderr_child.as_raw_fd(),
         join_cgroup: -1,
-        nofile: program.nofile.unwrap_or(libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        }),
-        set_nofile: program.nofile.is_some(),
+        nofile: program.nofile,
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         errno: 0,
@@ -501,9 +496,9 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 return fail(args);
             }
         }
-        if args.set_nofile {
+        if let Some(limit) = &args.nofile {
             // Best effort: the daemon's higher limit harms nobody.
-            libc::setrlimit(libc::RLIMIT_NOFILE, &args.nofile);
+            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
