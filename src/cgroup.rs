@@ -5,8 +5,11 @@
 //! about 100 µs of daemon CPU per turn on the benchmark machine). A cgroup
 //! holds no state a later turn could see, only processes, so one that is
 //! empty (`populated 0` in its `cgroup.events`) goes back to a pool and the
-//! next turn starts its codex in it. The pool is bounded; the daemon removes
-//! every cgroup in it at exit.
+//! next turn starts its codex in it, through the descriptors the pool kept
+//! open (opening a cgroup's directory and its `cgroup.events` again walks
+//! cgroupfs: about 5 µs per turn). The pool is bounded, by the limit on open
+//! files too (see [`crate::fd_limit::idle_turns`]); the daemon removes every
+//! cgroup in it at exit.
 //!
 //! Only a cgroup that was never killed is reused. `cgroup.kill` bumps the
 //! cgroup's kill sequence, and `clone3(CLONE_INTO_CGROUP)` compares the new
@@ -22,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Idle cgroups kept for reuse, at most.
+/// Idle cgroups kept for reuse, at most (fewer under a low limit on open
+/// files).
 const POOL_MAX: usize = 256;
 
 /// Idle cgroups a new daemon creates before it reads its first request, at
@@ -112,8 +116,10 @@ impl TurnCgroup {
 pub struct CgroupPool {
     root: PathBuf,
     next: AtomicU64,
-    /// Empty, never-killed turn cgroups, by path: no fd is held for them.
-    idle: Mutex<Vec<PathBuf>>,
+    /// Empty, never-killed turn cgroups, open.
+    idle: Mutex<Vec<TurnCgroup>>,
+    /// How many `idle` may hold.
+    idle_max: usize,
 }
 
 impl CgroupPool {
@@ -123,6 +129,7 @@ impl CgroupPool {
             root,
             next: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
+            idle_max: crate::fd_limit::idle_turns(POOL_MAX),
         }
     }
 
@@ -134,16 +141,10 @@ impl CgroupPool {
     /// An empty cgroup for a new turn.
     pub fn take(&self) -> std::io::Result<TurnCgroup> {
         let idle = self.idle.lock().unwrap().pop();
-        if let Some(dir) = idle {
-            match TurnCgroup::open(dir.clone()) {
-                Ok(cgroup) => return Ok(cgroup),
-                Err(e) => {
-                    tracing::warn!(cgroup = %dir.display(), error = %e, "cannot reopen an idle turn cgroup; creating another");
-                    let _ = fs::remove_dir(&dir);
-                }
-            }
+        match idle {
+            Some(cgroup) => Ok(cgroup),
+            None => TurnCgroup::create(self.new_path()),
         }
-        TurnCgroup::create(self.new_path())
     }
 
     /// The path of a cgroup not made yet: `turn-<n>` under the root.
@@ -156,13 +157,15 @@ impl CgroupPool {
     /// the first turns. Best effort: a failure is logged and ends it, and
     /// turns then create their own.
     pub fn prefill(&self, n: usize) {
-        for _ in 0..n.min(PREFILL_MAX) {
+        for _ in 0..n.min(PREFILL_MAX).min(self.idle_max) {
             let dir = self.new_path();
-            if let Err(e) = fs::create_dir(&dir) {
-                tracing::warn!(cgroup = %dir.display(), error = %e, "cannot create a turn cgroup ahead of time");
-                return;
+            match TurnCgroup::create(dir.clone()) {
+                Ok(cgroup) => self.idle.lock().unwrap().push(cgroup),
+                Err(e) => {
+                    tracing::warn!(cgroup = %dir.display(), error = %e, "cannot create a turn cgroup ahead of time");
+                    return;
+                }
             }
-            self.idle.lock().unwrap().push(dir);
         }
     }
 
@@ -172,8 +175,8 @@ impl CgroupPool {
     pub fn give_back(&self, cgroup: TurnCgroup, empty: bool) {
         if empty && !cgroup.killed.load(Ordering::Relaxed) {
             let mut idle = self.idle.lock().unwrap();
-            if idle.len() < POOL_MAX {
-                idle.push(cgroup.dir);
+            if idle.len() < self.idle_max {
+                idle.push(cgroup);
                 return;
             }
         }
@@ -185,8 +188,9 @@ impl CgroupPool {
 
     /// Removes every idle cgroup (at exit).
     pub fn clear(&self) {
-        for dir in self.idle.lock().unwrap().drain(..) {
-            if let Err(e) = fs::remove_dir(&dir) {
+        for cgroup in self.idle.lock().unwrap().drain(..) {
+            let dir = cgroup.path().to_path_buf();
+            if let Err(e) = cgroup.remove() {
                 tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove an idle turn cgroup");
             }
         }

@@ -19,6 +19,11 @@ pub const PER_TURN: u64 = 6;
 /// duplicates, the runtime's epoll and eventfd, the spawner's), with room.
 pub const BASE: u64 = 32;
 
+/// Descriptors an idle turn's cgroup and home hold while kept for reuse (the
+/// cgroup's directory and `cgroup.events`; the home's directory and
+/// `config.toml`).
+pub const PER_IDLE_TURN: u64 = 4;
+
 /// The limit the daemon was started with, if it raised it.
 static STARTED_WITH: OnceLock<libc::rlimit> = OnceLock::new();
 
@@ -67,6 +72,15 @@ pub fn raise() -> std::io::Result<OpenFiles> {
 /// The limit to give codex back, if the daemon raised its own.
 pub fn for_children() -> Option<libc::rlimit> {
     STARTED_WITH.get().copied()
+}
+
+/// How many idle turns' cgroups, and as many homes, the pools keep open:
+/// `cap`, or fewer when the limit on open files is low, so that they hold a
+/// quarter of it at most. Asked once (after [`raise`], in the daemon).
+pub fn idle_turns(cap: usize) -> usize {
+    static LIMIT: OnceLock<u64> = OnceLock::new();
+    let limit = *LIMIT.get_or_init(|| current().unwrap_or(1024));
+    cap.min((limit / 4 / PER_IDLE_TURN) as usize)
 }
 
 /// The soft limit on open files now.
