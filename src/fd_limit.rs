@@ -1,8 +1,9 @@
 //! The daemon's limit on open files.
 //!
 //! A running turn holds about [`PER_TURN`] descriptors (codex's stdout and
-//! stderr, its pidfd, its cgroup and `cgroup.events`, its stdin while a long
-//! prompt is written, and for a moment the child's ends of its pipes). The
+//! stderr, its pidfd, its cgroup and `cgroup.events`, its home's
+//! `config.toml`, its stdin while a long prompt is written, and for a moment
+//! the child's ends of its pipes). The
 //! usual soft limit, 1024, made turns fail to start from about 170 at once,
 //! far below a `--max-concurrent` of 256, while the hard limit is usually
 //! much higher (524288 under systemd). So the daemon raises its soft limit to
@@ -13,16 +14,15 @@
 use std::sync::OnceLock;
 
 /// Descriptors one running turn holds, at most.
-pub const PER_TURN: u64 = 6;
+pub const PER_TURN: u64 = 7;
 
 /// Descriptors the daemon holds besides its turns' (stdio and their
 /// duplicates, the runtime's epoll and eventfd, the spawner's), with room.
 pub const BASE: u64 = 32;
 
 /// Descriptors an idle turn's cgroup and home hold while kept for reuse (the
-/// cgroup's directory and `cgroup.events`; the home's directory and
-/// `config.toml`).
-pub const PER_IDLE_TURN: u64 = 4;
+/// cgroup's directory and `cgroup.events`; the home's `config.toml`).
+pub const PER_IDLE_TURN: u64 = 3;
 
 /// The limit the daemon was started with, if it raised it.
 static STARTED_WITH: OnceLock<libc::rlimit> = OnceLock::new();
@@ -40,7 +40,8 @@ impl OpenFiles {
     /// Turns that can run at once before one fails to start for want of
     /// descriptors, about.
     pub fn turns(&self) -> u64 {
-        self.limit.saturating_sub(BASE) / PER_TURN
+        // What the idle pools may hold (see `idle_turns`) is not for turns.
+        self.limit.saturating_sub(BASE + self.limit / 4) / PER_TURN
     }
 }
 
