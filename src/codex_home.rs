@@ -20,10 +20,11 @@
 //!   the list of entries to link are cached, keyed by inode, size, mtime and
 //!   ctime, and a file changed less than [`SETTLED`] ago is re-read on every
 //!   turn (timestamps are coarser than edits);
-//! - the directory is removed by unlinking what we created and `rmdir`, with
-//!   a full recursive removal only when codex left files behind; or rather,
-//!   usually, emptied but for its links and its (emptied) `config.toml` and
-//!   kept for a later turn (see [`crate::home_pool`]);
+//! - a finished turn's directory is usually emptied but for its links and
+//!   its (emptied) `config.toml`, and kept for a later turn (see
+//!   [`crate::home_pool`]); otherwise it is removed by unlinking what we
+//!   created and `rmdir`, with a full recursive removal only when codex left
+//!   files behind;
 //! - codex's SQLite databases are copied in from templates made once per
 //!   codex binary (see [`crate::db_template`]), so codex neither creates and
 //!   migrates them nor backfills from every rollout on each turn.
@@ -147,9 +148,10 @@ impl TurnHome {
         remove_home(&self.path, &self.created)
     }
 
-    /// Empties the directory but for its links and keeps it in `idle` for
-    /// a later turn; removes it instead if a link is gone or changed. Only
-    /// for a home no process of its turn can still write to.
+    /// Empties `config.toml`, empties the directory but for its links and
+    /// that file, and keeps it in `idle` for a later turn; removes it
+    /// instead if a link is gone or changed. Only for a home no process of
+    /// its turn can still write to.
     pub fn recycle(mut self, idle: &IdleHomes) -> std::io::Result<()> {
         self.removed = true;
         let config = self.config.take();

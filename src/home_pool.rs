@@ -1,4 +1,5 @@
-//! Homes of finished turns, emptied but for their links, kept for later turns.
+//! Homes of finished turns, emptied but for their links (and an empty
+//! `config.toml`), kept for later turns.
 //!
 //! A new home costs a `mkdir` and one `symlink` per entry shared from the
 //! base home, and its removal as many `unlink`s and a `rmdir`: on tmpfs,
