@@ -29,7 +29,6 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -137,18 +136,14 @@ fn remove_dir(path: &Path) -> io::Result<()> {
 /// serve the next turn: still a regular file, 0600, with no other link to
 /// it. Returns its inode then, for [`empty_but_links`] to keep the entry.
 pub fn empty_config(file: &File) -> io::Result<Option<u64>> {
+    use std::os::unix::fs::MetadataExt;
     file.set_len(0)?;
-    // SAFETY: an all-zero stat is a valid value; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: the file is open; `st` is writable.
-    if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let ours = st.st_mode & libc::S_IFMT == libc::S_IFREG
-        && st.st_mode & 0o7777 == 0o600
-        && st.st_nlink == 1
-        && st.st_uid == euid();
-    Ok(ours.then_some(st.st_ino))
+    let meta = file.metadata()?;
+    let ours = meta.file_type().is_file()
+        && meta.mode() & 0o7777 == 0o600
+        && meta.nlink() == 1
+        && meta.uid() == euid();
+    Ok(ours.then_some(meta.ino()))
 }
 
 /// Removes everything in `dir` but the symlinks named in `links` and, when
