@@ -49,27 +49,27 @@ pub struct TurnCgroup {
 }
 
 impl TurnCgroup {
-    /// Creates the directory and opens it.
+    /// Creates the directory and opens it and its `cgroup.events`, kept
+    /// open for as long as the cgroup serves turns.
     fn create(dir: PathBuf) -> std::io::Result<TurnCgroup> {
         fs::create_dir(&dir)?;
-        TurnCgroup::open(dir.clone()).inspect_err(|_| {
-            let _ = fs::remove_dir(&dir);
-        })
-    }
-
-    /// Opens an existing (idle) turn cgroup.
-    fn open(dir: PathBuf) -> std::io::Result<TurnCgroup> {
-        let dir_fd = fs::OpenOptions::new()
+        let opened = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY)
-            .open(&dir)?;
-        let events = File::open(dir.join("cgroup.events"))?;
-        Ok(TurnCgroup {
-            dir,
-            dir_fd: Arc::new(dir_fd.into()),
-            events,
-            killed: false.into(),
-        })
+            .open(&dir)
+            .and_then(|dir_fd| Ok((dir_fd, File::open(dir.join("cgroup.events"))?)));
+        match opened {
+            Ok((dir_fd, events)) => Ok(TurnCgroup {
+                dir,
+                dir_fd: Arc::new(dir_fd.into()),
+                events,
+                killed: false.into(),
+            }),
+            Err(e) => {
+                let _ = fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
     }
 
     /// The cgroup's path.
