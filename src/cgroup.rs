@@ -118,8 +118,6 @@ pub struct CgroupPool {
     next: AtomicU64,
     /// Empty, never-killed turn cgroups, open.
     idle: Mutex<Vec<TurnCgroup>>,
-    /// How many `idle` may hold.
-    idle_max: usize,
 }
 
 impl CgroupPool {
@@ -129,7 +127,6 @@ impl CgroupPool {
             root,
             next: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
-            idle_max: crate::fd_limit::idle_turns(POOL_MAX),
         }
     }
 
@@ -157,7 +154,10 @@ impl CgroupPool {
     /// the first turns. Best effort: a failure is logged and ends it, and
     /// turns then create their own.
     pub fn prefill(&self, n: usize) {
-        for _ in 0..n.min(PREFILL_MAX).min(self.idle_max) {
+        for _ in 0..n
+            .min(PREFILL_MAX)
+            .min(crate::fd_limit::idle_turns(POOL_MAX))
+        {
             let dir = self.new_path();
             match TurnCgroup::create(dir.clone()) {
                 Ok(cgroup) => self.idle.lock().unwrap().push(cgroup),
@@ -175,7 +175,7 @@ impl CgroupPool {
     pub fn give_back(&self, cgroup: TurnCgroup, empty: bool) {
         if empty && !cgroup.killed.load(Ordering::Relaxed) {
             let mut idle = self.idle.lock().unwrap();
-            if idle.len() < self.idle_max {
+            if idle.len() < crate::fd_limit::idle_turns(POOL_MAX) {
                 idle.push(cgroup);
                 return;
             }

@@ -20,20 +20,17 @@
 //!   the list of entries to link are cached, keyed by inode, size, mtime and
 //!   ctime, and a file changed less than [`SETTLED`] ago is re-read on every
 //!   turn (timestamps are coarser than edits);
-//! - a finished turn's directory is usually emptied but for its links and
-//!   its (emptied) `config.toml`, and kept for a later turn (see
-//!   [`crate::home_pool`]); otherwise it is removed by unlinking what we
-//!   created and `rmdir`, with a full recursive removal only when codex left
-//!   files behind;
+//! - the directory is removed by unlinking what we created and `rmdir`, with
+//!   a full recursive removal only when codex left files behind;
 //! - codex's SQLite databases are copied in from templates made once per
 //!   codex binary (see [`crate::db_template`]), so codex neither creates and
 //!   migrates them nor backfills from every rollout on each turn.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -46,7 +43,7 @@ use crate::codex_bin::CodexBin;
 use crate::config_template::RecentConfigs;
 use crate::config_toml::{self, ConfigError};
 use crate::db_template;
-use crate::home_pool::{self, IdleHome, IdleHomes, Links};
+use crate::home_pool::{self, IdleHomes, Links};
 
 /// Entries of the base home linked into every turn's home (when present).
 const LINKED: &[&str] = &[
@@ -128,8 +125,6 @@ pub struct TurnHome {
     created: Vec<PathBuf>,
     /// The links it holds, which a later turn reusing it needs.
     links: Links,
-    /// Its `config.toml`, open, for a later turn to write its own into.
-    config: Option<File>,
     /// Already removed (by [`TurnHome::remove`]).
     removed: bool,
     /// The output schema file, when the request has one.
@@ -148,27 +143,17 @@ impl TurnHome {
         remove_home(&self.path, &self.created)
     }
 
-    /// Empties `config.toml`, empties the directory but for its links and
-    /// that file, and keeps it in `idle` for a later turn; removes it
-    /// instead if a link is gone or changed. Only for a home no process of
-    /// its turn can still write to.
+    /// Empties the directory but for its links and keeps it in `idle` for
+    /// a later turn; removes it instead if a link is gone or changed. Only
+    /// for a home no process of its turn can still write to.
     pub fn recycle(mut self, idle: &IdleHomes) -> std::io::Result<()> {
         self.removed = true;
-        let config = self.config.take();
-        // The secrets go first, whatever becomes of the home.
-        let config_ino = config
-            .as_ref()
-            .and_then(|file| home_pool::empty_config(file).ok().flatten());
-        match home_pool::empty_but_links(&self.path, &self.links, config_ino) {
-            Ok(Some(config_kept)) => {
-                idle.give_back(IdleHome {
-                    path: std::mem::take(&mut self.path),
-                    links: self.links.clone(),
-                    config: config.filter(|_| config_kept),
-                });
+        match home_pool::empty_but_links(&self.path, &self.links) {
+            Ok(true) => {
+                idle.give_back(std::mem::take(&mut self.path), self.links.clone());
                 Ok(())
             }
-            Ok(None) | Err(_) => remove_home(&self.path, &self.created),
+            Ok(false) | Err(_) => remove_home(&self.path, &self.created),
         }
     }
 }
@@ -258,31 +243,21 @@ pub fn prepare(
 
     let reused = settings.idle.take(&snapshot.links);
     let linked = reused.is_some();
-    let (path, config_file) = match reused {
-        Some(idle) => (idle.path, idle.config),
-        None => (create_turn_dir(&settings.turn_root)?, None),
+    let path = match reused {
+        Some(path) => path,
+        None => create_turn_dir(&settings.turn_root)?,
     };
     // From here on, a failure removes the directory (drop).
     let mut home = TurnHome {
         path,
         created: Vec::with_capacity(snapshot.links.len() + 4),
         links: snapshot.links.clone(),
-        config: None,
         removed: false,
         output_schema: None,
     };
-    let config = home.path.join(home_pool::CONFIG);
-    let config_file = match config_file {
-        // Emptied when its last turn ended.
-        Some(file) => file,
-        None => create_private(&config)?,
-    };
+    let config = home.path.join("config.toml");
+    write_private(&config, config_text.as_bytes())?;
     home.created.push(config);
-    let config = home.created.last().expect("just pushed");
-    config_file
-        .write_all_at(config_text.as_bytes(), 0)
-        .map_err(io("writing", config))?;
-    home.config = Some(config_file);
     if let Some(schema) = &params.output_schema {
         let path = home.path.join("output-schema.json");
         let bytes = serde_json::to_vec(schema).expect("a JSON object serialises");
@@ -318,20 +293,11 @@ pub fn prefill(settings: &HomeSettings, turns: usize) {
         let snapshot = base_snapshot(&settings.base_home)?;
         for _ in 0..turns.min(PREFILL_MAX) {
             let path = create_turn_dir(&settings.turn_root)?;
-            let config = match make_links(&path, &snapshot.links)
-                .and_then(|()| create_private(&path.join(home_pool::CONFIG)))
-            {
-                Ok(config) => config,
-                Err(e) => {
-                    let _ = fs::remove_dir_all(&path);
-                    return Err(e);
-                }
-            };
-            settings.idle.give_back(IdleHome {
-                path,
-                links: snapshot.links.clone(),
-                config: Some(config),
-            });
+            if let Err(e) = make_links(&path, &snapshot.links) {
+                let _ = fs::remove_dir_all(&path);
+                return Err(e);
+            }
+            settings.idle.give_back(path, snapshot.links.clone());
         }
         Ok::<(), HomeError>(())
     })();
@@ -367,18 +333,13 @@ fn create_turn_dir(root: &Path) -> Result<PathBuf, HomeError> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
-    let mut file = create_private(path)?;
-    file.write_all(bytes).map_err(io("writing", path))
-}
-
-/// A new file, 0600, open for writing.
-fn create_private(path: &Path) -> Result<File, HomeError> {
-    OpenOptions::new()
+    let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(io("creating", path))
+        .map_err(io("creating", path))?;
+    file.write_all(bytes).map_err(io("writing", path))
 }
 
 /// Identity and version of a file, as far as `stat` can tell.

@@ -1,5 +1,4 @@
-//! Homes of finished turns, emptied but for their links (and an empty
-//! `config.toml`), kept for later turns.
+//! Homes of finished turns, emptied but for their links, kept for later turns.
 //!
 //! A new home costs a `mkdir` and one `symlink` per entry shared from the
 //! base home, and its removal as many `unlink`s and a `rmdir`: on tmpfs,
@@ -10,14 +9,6 @@
 //! output schema, whatever codex wrote) and the next turn writes its own
 //! files into it.
 //!
-//! The home's `config.toml` stays too, emptied, and open: the next turn
-//! writes its config into the same file (`pwrite`) instead of creating one
-//! and unlinking it at its end (about 6 µs per turn on tmpfs). It is emptied
-//! (`ftruncate`) first thing when its turn ends, so no secret of a finished
-//! turn waits in an idle home, nor in a hard link codex may have made to
-//! it; it is kept only if it is still the file we made (same inode, one
-//! link, 0600).
-//!
 //! Only a home nothing can still write to is kept: its turn's cgroup was
 //! seen empty (see `turn.rs`). And only one that is as a new home would be:
 //! still ours and 0700, every link there and pointing where we made it
@@ -27,37 +18,22 @@
 //! whose links no longer match the base home's entries, is removed instead.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Idle homes kept, at most (as many as idle turn cgroups; fewer under a
-/// low limit on open files).
+/// Idle homes kept, at most (as many as idle turn cgroups).
 const IDLE_MAX: usize = 256;
-
-/// The name of a home's config file.
-pub const CONFIG: &str = "config.toml";
 
 /// The entries a home links: (name, target in the base home).
 pub type Links = Arc<Vec<(OsString, PathBuf)>>;
 
-/// A home no turn uses, emptied but for its links and its `config.toml`.
-#[derive(Debug)]
-pub struct IdleHome {
-    /// The directory.
-    pub path: PathBuf,
-    /// The links it holds.
-    pub links: Links,
-    /// Its `config.toml`, empty and open for writing, if it has one.
-    pub config: Option<File>,
-}
-
 /// Idle turn homes, each with the links it holds.
 #[derive(Debug, Default)]
 pub struct IdleHomes {
-    homes: Mutex<Vec<IdleHome>>,
+    homes: Mutex<Vec<(PathBuf, Links)>>,
     /// Homes that could not be removed when due (say, out of descriptors
     /// while many turns ran), tried again at exit.
     unremoved: Mutex<Vec<PathBuf>>,
@@ -66,26 +42,26 @@ pub struct IdleHomes {
 impl IdleHomes {
     /// An idle home holding exactly `links`, if one is kept. Homes with
     /// other links (the base home changed) are removed on the way.
-    pub fn take(&self, links: &Links) -> Option<IdleHome> {
+    pub fn take(&self, links: &Links) -> Option<PathBuf> {
         loop {
-            let home = self.homes.lock().unwrap().pop()?;
-            if Arc::ptr_eq(&home.links, links) || home.links == *links {
-                return Some(home);
+            let (path, held) = self.homes.lock().unwrap().pop()?;
+            if Arc::ptr_eq(&held, links) || held == *links {
+                return Some(path);
             }
-            self.remove(home.path);
+            self.remove(path);
         }
     }
 
-    /// Keeps `home`, emptied (see [`empty_but_links`]), for a later turn;
-    /// removes it if there is no room.
-    pub fn give_back(&self, home: IdleHome) {
+    /// Keeps `path`, emptied but for `links` (see [`empty_but_links`]), for
+    /// a later turn; removes it if there is no room.
+    pub fn give_back(&self, path: PathBuf, links: Links) {
         let mut homes = self.homes.lock().unwrap();
-        if homes.len() < crate::fd_limit::idle_turns(IDLE_MAX) {
-            homes.push(home);
+        if homes.len() < IDLE_MAX {
+            homes.push((path, links));
             return;
         }
         drop(homes);
-        self.remove(home.path);
+        self.remove(path);
     }
 
     /// Removes a home no turn uses any more, now or, failing that, at exit.
@@ -104,7 +80,7 @@ impl IdleHomes {
             .lock()
             .unwrap()
             .drain(..)
-            .map(|home| home.path)
+            .map(|(path, _)| path)
             .collect();
         let unremoved = std::mem::take(&mut *self.unremoved.lock().unwrap());
         for path in homes.into_iter().chain(unremoved) {
@@ -132,43 +108,23 @@ fn remove_dir(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Empties a turn's `config.toml` (its open `file`) and says whether it can
-/// serve the next turn: still a regular file, 0600, with no other link to
-/// it. Returns its inode then, for [`empty_but_links`] to keep the entry.
-pub fn empty_config(file: &File) -> io::Result<Option<u64>> {
-    use std::os::unix::fs::MetadataExt;
-    file.set_len(0)?;
-    let meta = file.metadata()?;
-    let ours = meta.file_type().is_file()
-        && meta.mode() & 0o7777 == 0o600
-        && meta.nlink() == 1
-        && meta.uid() == euid();
-    Ok(ours.then_some(meta.ino()))
-}
-
-/// Removes everything in `dir` but the symlinks named in `links` and, when
-/// `config` is the inode of the emptied `config.toml` (see
-/// [`empty_config`]), that file. `Some(config_kept)` if the dir is as a new
-/// home would be before its files are written: ours, 0700, and every one of
-/// those links there, pointing at its target; `None` if not.
+/// Removes everything in `dir` but the symlinks named in `links`. `true`
+/// if the dir is as a new home would be before its files are written:
+/// ours, 0700, and every one of those links there, pointing at its target.
 ///
 /// Works through one descriptor of the dir (`fstat`, `readlinkat`,
 /// `unlinkat`), opened without following a symlink: every entry is looked
 /// up in the dir itself, not by its path from `/` again (a turn's end runs
 /// this for every turn; the path lookups were a third of its cost).
-pub fn empty_but_links(dir: &Path, links: &Links, config: Option<u64>) -> io::Result<Option<bool>> {
+pub fn empty_but_links(dir: &Path, links: &Links) -> io::Result<bool> {
     let Some(mut entries) = Dir::open_private(dir)? else {
-        return Ok(None);
+        return Ok(false);
     };
-    let (mut kept, mut config_kept) = (0, false);
+    let mut kept = 0;
     let (mut name_buf, mut target_buf) = (Vec::new(), Vec::new());
-    while let Some((kind, ino)) = entries.next_entry(&mut name_buf)? {
+    while let Some(kind) = entries.next_entry(&mut name_buf)? {
         let name = std::ffi::CStr::from_bytes_with_nul(&name_buf).expect("one NUL, at the end");
         let name_bytes = name.to_bytes();
-        if name_bytes == CONFIG.as_bytes() && kind == Kind::Other && Some(ino) == config {
-            config_kept = true;
-            continue;
-        }
         let link = links
             .iter()
             .find(|(link, _)| link.as_bytes() == name_bytes)
@@ -176,7 +132,7 @@ pub fn empty_but_links(dir: &Path, links: &Links, config: Option<u64>) -> io::Re
         match (kind, link) {
             (Kind::Symlink, Some(target)) => {
                 if !entries.link_points_at(name, target, &mut target_buf)? {
-                    return Ok(None);
+                    return Ok(false);
                 }
                 kept += 1;
             }
@@ -186,7 +142,7 @@ pub fn empty_but_links(dir: &Path, links: &Links, config: Option<u64>) -> io::Re
             _ => entries.unlink(name)?,
         }
     }
-    Ok((kept == links.len()).then_some(config_kept))
+    Ok(kept == links.len())
 }
 
 /// What an entry is, as far as a home's emptying needs to know.
@@ -243,10 +199,10 @@ impl Dir {
         unsafe { libc::dirfd(self.stream.as_ptr()) }
     }
 
-    /// The kind and inode of the next entry other than `.` and `..`, its
-    /// name copied into `name` (NUL-terminated): readdir's own copy lasts
-    /// only until the next call.
-    fn next_entry(&mut self, name: &mut Vec<u8>) -> io::Result<Option<(Kind, u64)>> {
+    /// The kind of the next entry other than `.` and `..`, its name copied
+    /// into `name` (NUL-terminated): readdir's own copy lasts only until
+    /// the next call.
+    fn next_entry(&mut self, name: &mut Vec<u8>) -> io::Result<Option<Kind>> {
         loop {
             // readdir reports an error only through errno.
             // SAFETY: errno is thread-local.
@@ -261,12 +217,11 @@ impl Dir {
             }
             // SAFETY: readdir returned an entry, valid until the next call;
             // its name is NUL-terminated.
-            let (entry_name, d_type, ino) = unsafe {
+            let (entry_name, d_type) = unsafe {
                 let entry = &*entry;
                 (
                     std::ffi::CStr::from_ptr(entry.d_name.as_ptr()),
                     entry.d_type,
-                    entry.d_ino,
                 )
             };
             if matches!(entry_name.to_bytes(), b"." | b"..") {
@@ -280,7 +235,7 @@ impl Dir {
                 libc::DT_UNKNOWN => self.kind_of(entry_name)?,
                 _ => Kind::Other,
             };
-            return Ok(Some((kind, ino)));
+            return Ok(Some(kind));
         }
     }
 
@@ -390,12 +345,7 @@ mod tests {
     #[test]
     fn a_recycled_home_keeps_only_its_links_and_serves_the_next_turn() {
         let (base, _root, settings) = setup();
-        // A longer config than the next turn's: none of it may remain.
-        let first: RunParams = serde_json::from_value(serde_json::json!({
-            "prompt": "x", "config": {"marker_of_r1": "y".repeat(600)}
-        }))
-        .unwrap();
-        let home = prepare(&settings, None, "r1", &first).unwrap();
+        let home = prepare(&settings, None, "r1", &params("x")).unwrap();
         let path = home.path().to_path_buf();
         // What codex leaves: files, a dir with files in it.
         fs::write(path.join("state_5.sqlite"), "db").unwrap();
@@ -405,19 +355,8 @@ mod tests {
         assert_eq!(settings.idle.len(), 1);
         assert_eq!(
             names(&path),
-            [
-                "auth.json",
-                "config.toml",
-                "sessions",
-                "skills",
-                "thread-writer-locks"
-            ],
-            "codex's files are gone, the links and the config file stay"
-        );
-        assert_eq!(
-            fs::read(path.join("config.toml")).unwrap(),
-            b"",
-            "the config's secrets are gone"
+            ["auth.json", "sessions", "skills", "thread-writer-locks"],
+            "the config (secrets) and codex's files are gone, the links stay"
         );
         assert!(base.path().join("auth.json").exists(), "targets untouched");
 
@@ -428,13 +367,9 @@ mod tests {
         let again = prepare(&settings, None, "r2", &second).unwrap();
         assert_eq!(again.path(), path, "the idle home is reused");
         assert!(settings.idle.is_empty());
-        let config = fs::read_to_string(path.join("config.toml")).unwrap();
-        assert!(config.contains("marker_of_r2"));
-        assert!(
-            !config.contains("yyyy") && !config.contains("marker_of_r1"),
-            "nothing of the first turn's config: {config}"
-        );
-        config.parse::<toml_edit::DocumentMut>().unwrap();
+        assert!(fs::read_to_string(path.join("config.toml"))
+            .unwrap()
+            .contains("marker_of_r2"));
         assert_eq!(
             fs::read_link(path.join("auth.json")).unwrap(),
             base.path().join("auth.json")
@@ -451,59 +386,6 @@ mod tests {
         settings.idle.clear();
         fresh.remove().unwrap();
         assert!(names(&settings.turn_root).is_empty());
-    }
-
-    #[test]
-    fn a_config_replaced_or_linked_elsewhere_is_not_written_again() {
-        let (_base, root, settings) = setup();
-        let secret = |run: &str| -> RunParams {
-            serde_json::from_value(serde_json::json!({
-                "prompt": "x", "config": {"secret_of": run}
-            }))
-            .unwrap()
-        };
-        // Codex rewrote the config atomically: a new file in its place.
-        let home = prepare(&settings, None, "r1", &secret("r1")).unwrap();
-        let path = home.path().to_path_buf();
-        fs::write(path.join("config.tmp"), "codex's own").unwrap();
-        fs::rename(path.join("config.tmp"), path.join("config.toml")).unwrap();
-        home.recycle(&settings.idle).unwrap();
-        assert_eq!(settings.idle.len(), 1, "the home itself is fine");
-        assert!(!path.join("config.toml").exists(), "not ours: removed");
-        let again = prepare(&settings, None, "r2", &secret("r2")).unwrap();
-        assert_eq!(again.path(), path);
-        let config = fs::read_to_string(path.join("config.toml")).unwrap();
-        assert!(config.contains("secret_of = \"r2\"") && !config.contains("codex"));
-
-        // A hard link to the config outside the home: emptied with it, and
-        // the next turn's config does not reach it.
-        let outside = root.path().join("kept-config");
-        fs::hard_link(path.join("config.toml"), &outside).unwrap();
-        again.recycle(&settings.idle).unwrap();
-        assert_eq!(fs::read(&outside).unwrap(), b"", "the secrets are gone");
-        let third = prepare(&settings, None, "r3", &secret("r3")).unwrap();
-        assert_eq!(third.path(), path);
-        assert!(fs::read_to_string(path.join("config.toml"))
-            .unwrap()
-            .contains("secret_of = \"r3\""));
-        assert_eq!(fs::read(&outside).unwrap(), b"", "a new file, not the link");
-
-        // Its mode widened: not written again either.
-        fs::set_permissions(
-            path.join("config.toml"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )
-        .unwrap();
-        third.recycle(&settings.idle).unwrap();
-        let fourth = prepare(&settings, None, "r4", &secret("r4")).unwrap();
-        let meta = fs::metadata(path.join("config.toml")).unwrap();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
-            0o600
-        );
-        fourth.recycle(&settings.idle).unwrap();
-        settings.idle.clear();
-        assert!(!path.exists());
     }
 
     #[test]

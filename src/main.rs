@@ -42,7 +42,7 @@ struct Cli {
     /// Turns running at once; more are queued in arrival order. Codex turns
     /// mostly wait on the model, so the limit is memory (~40 MB per codex)
     /// and the model's rate limits, not cores. Each running turn holds up to
-    /// 7 open files; the daemon raises its soft limit to the hard one.
+    /// 6 open files; the daemon raises its soft limit to the hard one.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_concurrent: u32,
 
@@ -192,6 +192,7 @@ fn open_files_limit(max_concurrent: usize) {
             "raised the limit on open files"
         );
     }
+    codex_runner::fd_limit::set_idle_turns(files.idle_turns_beside(max_concurrent as u64));
     if files.turns() < max_concurrent as u64 {
         tracing::warn!(
             limit = files.limit,

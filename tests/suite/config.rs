@@ -107,8 +107,7 @@ async fn base_config_is_kept_and_request_servers_layered_over_it() {
     );
 
     // Private while it existed, emptied after (its config.toml held
-    // secrets): a home kept for a later turn holds only links and an empty
-    // config.toml.
+    // secrets): a home kept for a later turn holds only links.
     assert_eq!(record["codex_home_mode"].as_u64().unwrap() & 0o777, 0o700);
     assert_eq!(record["config_toml_mode"].as_u64().unwrap() & 0o777, 0o600);
     let home = record["codex_home"].as_str().unwrap();

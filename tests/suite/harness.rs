@@ -509,15 +509,13 @@ impl Daemon {
     }
 }
 
-/// Entries of `dir` other than symlinks and an empty `config.toml` (none if
-/// `dir` is gone): a turn's files, where a home kept for reuse holds only
-/// its links and its emptied config file.
+/// Entries of `dir` other than symlinks (none if `dir` is gone): a turn's
+/// files, where a home kept for reuse holds only its links.
 pub fn files_but_links(dir: &Path) -> Vec<PathBuf> {
     match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .map(|e| e.unwrap())
             .filter(|e| !e.file_type().unwrap().is_symlink())
-            .filter(|e| !(e.file_name() == "config.toml" && e.metadata().unwrap().len() == 0))
             .map(|e| e.path())
             .collect(),
         Err(_) => Vec::new(),
