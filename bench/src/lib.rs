@@ -90,16 +90,29 @@ impl Daemon {
         self.child.id()
     }
 
-    /// Waits until one of the daemon's threads is blocked reading fd 0: it
-    /// is up and waiting for requests. Falls back to a fixed pause where
-    /// `/proc/<pid>/task/*/syscall` cannot be read.
+    /// Waits until the daemon is up and idle: its main thread blocked
+    /// waiting for input (in `read` of fd 0, or in `epoll_wait`, where it
+    /// reads a piped stdin) and its start-up work (the `db-template` threads)
+    /// done. Falls back to a fixed pause where `/proc/<pid>/task/*` cannot
+    /// be read.
     pub fn wait_ready(&self, timeout: Duration) {
         let start = Instant::now();
-        let task_dir = format!("/proc/{}/task", self.pid());
+        let pid = self.pid();
+        let task_dir = format!("/proc/{pid}/task");
         while start.elapsed() < timeout {
             let mut readable = false;
+            let mut waiting = false;
+            let mut starting_up = false;
             if let Ok(tasks) = std::fs::read_dir(&task_dir) {
                 for task in tasks.flatten() {
+                    let comm =
+                        std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                    if comm.trim_end() == "db-template" {
+                        starting_up = true;
+                    }
+                    if task.file_name().to_str() != Some(&pid.to_string()) {
+                        continue;
+                    }
                     let Ok(text) = std::fs::read_to_string(task.path().join("syscall")) else {
                         continue;
                     };
@@ -107,12 +120,16 @@ impl Daemon {
                     let mut fields = text.split_whitespace();
                     let nr = fields.next().and_then(|n| n.parse::<i64>().ok());
                     let fd = fields.next();
-                    if nr == Some(libc::SYS_read) && fd == Some("0x0") {
-                        // Let the other threads settle too.
-                        std::thread::sleep(Duration::from_millis(20));
-                        return;
-                    }
+                    waiting = (nr == Some(libc::SYS_read) && fd == Some("0x0"))
+                        || nr == Some(libc::SYS_epoll_wait)
+                        || nr == Some(libc::SYS_epoll_pwait)
+                        || nr == Some(libc::SYS_epoll_pwait2);
                 }
+            }
+            if waiting && !starting_up {
+                // Let the other threads settle too.
+                std::thread::sleep(Duration::from_millis(20));
+                return;
             }
             if !readable && start.elapsed() > Duration::from_millis(50) {
                 std::thread::sleep(Duration::from_millis(200));
