@@ -99,6 +99,7 @@ impl Daemon {
         let start = Instant::now();
         let pid = self.pid();
         let task_dir = format!("/proc/{pid}/task");
+        let main_thread = pid.to_string();
         while start.elapsed() < timeout {
             let mut readable = false;
             let mut waiting = false;
@@ -110,7 +111,7 @@ impl Daemon {
                     if comm.trim_end() == "db-template" {
                         starting_up = true;
                     }
-                    if task.file_name().to_str() != Some(&pid.to_string()) {
+                    if task.file_name().to_str() != Some(main_thread.as_str()) {
                         continue;
                     }
                     let Ok(text) = std::fs::read_to_string(task.path().join("syscall")) else {
