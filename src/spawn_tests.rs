@@ -13,12 +13,31 @@ fn wait_blocking(pidfd: &OwnedFd) -> std::process::ExitStatus {
 }
 
 /// Everything left in a (non-blocking) read end once its writers are gone.
+/// Another test's child may still hold a copy of the write end for a moment
+/// (a child holds all of the test process's descriptors from its clone to
+/// its `exec`), so an empty pipe is waited on, not taken for the end.
 fn read_all(fd: OwnedFd) -> String {
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .read_to_string(&mut text)
-        .expect("read a pipe whose writer exited");
-    text
+    let mut file = std::fs::File::from(fd);
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut poll = libc::pollfd {
+                    fd: file.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ready = unsafe { libc::poll(&mut poll, 1, 30_000) };
+                assert!(ready != 0, "the pipe's writers are still there after 30 s");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read a pipe whose writer exited: {e}"),
+        }
+    }
+    String::from_utf8(bytes).expect("text")
 }
 
 fn program(path: &str, args: &[&str], env: &[(&str, &str)]) -> Program {
