@@ -111,6 +111,23 @@ pub async fn spawn(
     let mut program =
         Program::with_base_env(&bin.program, args, daemon_env(), env).map_err(spawn_error)?;
     program.restore_nofile(crate::fd_limit::for_children());
+    // The prompt goes into codex's stdin pipe before codex exists: most
+    // prompts fit (64 KiB), so the pipe is closed at once, without ever being
+    // registered with the runtime or given a task, and codex never waits for
+    // its input (it did when it asked for it before the spawner's answer had
+    // reached the runtime's thread: a wake-up and two switches more per turn).
+    let (stdin, ours) = spawn::pipe().map_err(spawn_error)?;
+    spawn::set_nonblocking(&ours).map_err(spawn_error)?;
+    let rest = match write_now(&ours, input) {
+        Some(n) if n < input.len() => Some((ours, n)),
+        // All written (or, impossibly here, a broken pipe): close ours now,
+        // so that codex sees the end of its input at once.
+        _ => {
+            drop(ours);
+            None
+        }
+    };
+    program.stdin_from(stdin);
     let in_cgroup = cgroup.is_some();
     let spawned = spawner.spawn(program, cgroup).await.map_err(spawn_error)?;
     if in_cgroup && !spawned.born_in_cgroup {
@@ -140,19 +157,13 @@ pub async fn spawn(
         stdout: None,
         stderr: None,
     };
-    // Most prompts fit in the pipe: written now, stdin is closed without
-    // ever being registered with the runtime or given a task. (The pipes
-    // are ours, just made, our ends already non-blocking: `_unchecked`.)
-    match write_now(&spawned.stdin, input) {
-        Some(n) if n < input.len() => {
-            process.stdin = Some(PendingInput {
-                pipe: pipe::Sender::from_owned_fd_unchecked(spawned.stdin)
-                    .map_err(not_watchable)?,
-                rest: input[n..].to_vec(),
-            })
-        }
-        // All written, or codex closed its stdin: close ours.
-        _ => drop(spawned.stdin),
+    // What did not fit goes through a task of its own. (The pipes are ours,
+    // just made, our ends already non-blocking: `_unchecked`.)
+    if let Some((pipe, written)) = rest {
+        process.stdin = Some(PendingInput {
+            pipe: pipe::Sender::from_owned_fd_unchecked(pipe).map_err(not_watchable)?,
+            rest: input[written..].to_vec(),
+        });
     }
     process.stdout =
         Some(pipe::Receiver::from_owned_fd_unchecked(spawned.stdout).map_err(not_watchable)?);

@@ -43,6 +43,9 @@ pub struct Program {
     _base: Option<Arc<Vec<CString>>>,
     /// The open-files limit to set before `exec`, if not the daemon's own.
     nofile: Option<libc::rlimit>,
+    /// What the child reads as its stdin, if the caller made it (see
+    /// [`Program::stdin_from`]); else a new pipe.
+    stdin: Option<OwnedFd>,
 }
 
 // SAFETY: the raw pointers point into `_strings` and `_base`, owned (or
@@ -89,6 +92,7 @@ impl Program {
             _strings: strings,
             _base: None,
             nofile: None,
+            stdin: None,
         })
     }
 
@@ -135,6 +139,13 @@ impl Program {
     pub fn restore_nofile(&mut self, limit: Option<libc::rlimit>) {
         self.nofile = limit;
     }
+
+    /// Starts the program with `fd` as its stdin (typically the read end of
+    /// a [`pipe`] the caller has already written the input to) instead of a
+    /// new pipe: [`Spawned::stdin`] is then `None`.
+    pub fn stdin_from(&mut self, fd: OwnedFd) {
+        self.stdin = Some(fd);
+    }
 }
 
 /// `KEY=value` entries for [`Program::with_base_env`] (those with a NUL
@@ -153,16 +164,18 @@ pub fn env_entries(
         .collect()
 }
 
-/// A started child: its pid, a pidfd for it, and our ends of its stdin,
-/// stdout and stderr (non-blocking, close-on-exec; the child's ends block).
+/// A started child: its pid, a pidfd for it, and our ends of its stdin
+/// (unless the program brought its own), stdout and stderr (non-blocking,
+/// close-on-exec; the child's ends block).
 #[derive(Debug)]
 pub struct Spawned {
     /// The child's pid (also its process group id).
     pub pid: u32,
     /// Refers to the child until it is reaped through it.
     pub pidfd: OwnedFd,
-    /// Write end of the child's stdin.
-    pub stdin: OwnedFd,
+    /// Write end of the child's stdin; `None` if the program was given one
+    /// ([`Program::stdin_from`]).
+    pub stdin: Option<OwnedFd>,
     /// Read end of the child's stdout.
     pub stdout: OwnedFd,
     /// Read end of the child's stderr.
@@ -252,7 +265,7 @@ struct ChildArgs {
 /// Starts `program` in a new process group, with its three standard streams
 /// piped, a parent-death signal, and, given `cgroup` (an open cgroup2
 /// directory), in that cgroup.
-pub fn spawn(program: &Program, cgroup: Option<RawFd>) -> io::Result<Spawned> {
+pub fn spawn(program: &mut Program, cgroup: Option<RawFd>) -> io::Result<Spawned> {
     spawn_with(program, cgroup, Syscall::Clone3)
 }
 
@@ -267,18 +280,35 @@ enum Syscall {
     Clone,
 }
 
-fn spawn_with(program: &Program, cgroup: Option<RawFd>, syscall: Syscall) -> io::Result<Spawned> {
-    let (stdin_child, stdin) = pipe()?;
+fn spawn_with(
+    program: &mut Program,
+    cgroup: Option<RawFd>,
+    syscall: Syscall,
+) -> io::Result<Spawned> {
+    // The child's end of its stdin: the one the program brought, or a new
+    // pipe's (then ours is the other end). Like the other child ends it is
+    // closed here once the child has it.
+    let mut stdin_child = program.stdin.take();
+    let stdin = match stdin_child {
+        Some(_) => None,
+        None => {
+            let (child, ours) = pipe()?;
+            set_nonblocking(&ours)?;
+            stdin_child = Some(child);
+            Some(ours)
+        }
+    };
+    let stdin_for_child = stdin_child.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let (stdout, stdout_child) = pipe()?;
     let (stderr, stderr_child) = pipe()?;
-    for ours in [&stdin, &stdout, &stderr] {
+    for ours in [&stdout, &stderr] {
         set_nonblocking(ours)?;
     }
     let mut args = ChildArgs {
         path: program.path.as_ptr(),
         argv: program.argv.as_ptr(),
         envp: program.envp.as_ptr(),
-        stdin: stdin_child.as_raw_fd(),
+        stdin: stdin_for_child,
         stdout: stdout_child.as_raw_fd(),
         stderr: stderr_child.as_raw_fd(),
         join_cgroup: -1,
@@ -309,7 +339,7 @@ fn spawn_with(program: &Program, cgroup: Option<RawFd>, syscall: Syscall) -> io:
 }
 
 /// A pipe, both ends close-on-exec: (read end, write end).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1; 2];
     // SAFETY: pipe2 fills the two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -321,7 +351,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Sets O_NONBLOCK on one end of a pipe (its only status flag, so no need
 /// to read them first).
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: fcntl on an fd we own.
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
         return Err(io::Error::last_os_error());

@@ -40,6 +40,18 @@ fn read_all(fd: OwnedFd) -> String {
     String::from_utf8(bytes).expect("text")
 }
 
+/// How many of this process's descriptors refer to the same pipe as `fd`.
+fn descriptors_of_pipe(fd: &OwnedFd) -> usize {
+    let target = |path: &std::path::Path| std::fs::read_link(path).ok();
+    let pipe = target(Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())));
+    assert!(pipe.is_some(), "fd {} is open", fd.as_raw_fd());
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| target(&entry.path()) == pipe)
+        .count()
+}
+
 fn program(path: &str, args: &[&str], env: &[(&str, &str)]) -> Program {
     Program::new(
         Path::new(path),
@@ -60,16 +72,16 @@ fn both_syscalls() -> [Syscall; 2] {
 fn the_child_gets_its_pipes_its_env_and_its_own_process_group() {
     let script = r#"read -r line; echo "in:$line env:$ONLY"; echo "vars:$(env | wc -l)"; echo oops >&2; cut -d' ' -f5 /proc/self/stat; exit 3"#;
     for syscall in both_syscalls() {
-        let p = program(
+        let mut p = program(
             "/bin/sh",
             &["-c", script],
             &[("ONLY", "me"), ("PATH", "/usr/bin:/bin")],
         );
-        let child = spawn_with(&p, None, syscall).unwrap();
-        let written =
-            unsafe { libc::write(child.stdin.as_raw_fd(), b"hello\n".as_ptr().cast(), 6) };
+        let child = spawn_with(&mut p, None, syscall).unwrap();
+        let stdin = child.stdin.expect("a stdin pipe made for the child");
+        let written = unsafe { libc::write(stdin.as_raw_fd(), b"hello\n".as_ptr().cast(), 6) };
         assert_eq!(written, 6);
-        drop(child.stdin);
+        drop(stdin);
         assert_eq!(wait_blocking(&child.pidfd).code(), Some(3), "{syscall:?}");
         let out = read_all(child.stdout);
         let lines: Vec<&str> = out.lines().collect();
@@ -95,7 +107,7 @@ fn a_shared_base_env_is_overridden_and_extended_per_program() {
         ("PATH".into(), "/nowhere".into()),
         ("PATHX".into(), "not PATH".into()),
     ]));
-    let p = Program::with_base_env(
+    let mut p = Program::with_base_env(
         Path::new("/usr/bin/env"),
         [],
         &base,
@@ -106,7 +118,7 @@ fn a_shared_base_env_is_overridden_and_extended_per_program() {
         ],
     )
     .unwrap();
-    let child = spawn_with(&p, None, Syscall::Clone3).unwrap();
+    let child = spawn_with(&mut p, None, Syscall::Clone3).unwrap();
     drop(child.stdin);
     assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
     let out = read_all(child.stdout);
@@ -125,10 +137,44 @@ fn a_shared_base_env_is_overridden_and_extended_per_program() {
     assert_eq!(base.len(), 3, "the base is shared, not changed");
 }
 
+#[test]
+fn a_stdin_given_with_the_program_is_the_childs_alone_once_it_is_started() {
+    for syscall in both_syscalls() {
+        // Written and closed before the child exists: it reads it whole, to
+        // its end.
+        let (read_end, write_end) = pipe().unwrap();
+        let written = unsafe { libc::write(write_end.as_raw_fd(), b"early\n".as_ptr().cast(), 6) };
+        assert_eq!(written, 6);
+        drop(write_end);
+        let mut p = program("/bin/sh", &["-c", "cat; echo end"], &[]);
+        p.stdin_from(read_end);
+        let child = spawn_with(&mut p, None, syscall).unwrap();
+        assert!(child.stdin.is_none(), "{syscall:?}: no pipe of ours");
+        assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
+        assert_eq!(read_all(child.stdout), "early\nend\n", "{syscall:?}");
+
+        // Its read end does not stay open here: once a child that never
+        // reads it is gone, a writer learns of it (EPIPE) instead of filling
+        // the pipe for nobody. (Counted by descriptor: another test's child
+        // may hold a copy of every descriptor until it `exec`s.)
+        let (read_end, write_end) = pipe().unwrap();
+        assert_eq!(descriptors_of_pipe(&write_end), 2);
+        let mut p = program("/bin/true", &[], &[]);
+        p.stdin_from(read_end);
+        let child = spawn_with(&mut p, None, syscall).unwrap();
+        assert_eq!(
+            descriptors_of_pipe(&write_end),
+            1,
+            "{syscall:?}: only the write end is left"
+        );
+        assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
+    }
+}
+
 /// The `Sig*` masks of `/proc/self/status`, as the child sees them after exec.
 fn signal_masks(syscall: Syscall) -> (u64, u64) {
-    let p = program("/bin/cat", &["/proc/self/status"], &[]);
-    let child = spawn_with(&p, None, syscall).unwrap();
+    let mut p = program("/bin/cat", &["/proc/self/status"], &[]);
+    let child = spawn_with(&mut p, None, syscall).unwrap();
     assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
     let status = read_all(child.stdout);
     let mask = |name: &str| {
@@ -160,11 +206,11 @@ fn the_child_starts_with_no_blocked_signals_and_sigpipe_at_its_default() {
 #[test]
 fn an_exec_failure_is_an_error_with_its_errno() {
     for syscall in both_syscalls() {
-        let p = program("/nonexistent/codex", &[], &[]);
-        let err = spawn_with(&p, None, syscall).unwrap_err();
+        let mut p = program("/nonexistent/codex", &[], &[]);
+        let err = spawn_with(&mut p, None, syscall).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{syscall:?}: {err}");
-        let p = program("/proc/self/status", &[], &[]);
-        let err = spawn_with(&p, None, syscall).unwrap_err();
+        let mut p = program("/proc/self/status", &[], &[]);
+        let err = spawn_with(&mut p, None, syscall).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{syscall:?}: {err}");
     }
 }
@@ -193,9 +239,9 @@ fn the_child_is_born_in_the_turns_cgroup_when_there_is_one() {
         .unwrap();
     for (syscall, born) in [(Syscall::Clone3, true), (Syscall::Clone, false)] {
         let turn = containment.turn();
-        let p = program("/bin/cat", &["/proc/self/cgroup"], &[]);
+        let mut p = program("/bin/cat", &["/proc/self/cgroup"], &[]);
         let cgroup = turn.cgroup_fd();
-        let child = spawn_with(&p, cgroup.as_deref().map(AsRawFd::as_raw_fd), syscall).unwrap();
+        let child = spawn_with(&mut p, cgroup.as_deref().map(AsRawFd::as_raw_fd), syscall).unwrap();
         assert_eq!(child.born_in_cgroup, born, "{syscall:?}");
         assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
         let cgroup = read_all(child.stdout);
@@ -213,8 +259,8 @@ fn the_child_is_born_in_the_turns_cgroup_when_there_is_one() {
 /// (reaped) pid.
 fn cgroup_of_a_child(turn: &crate::containment::TurnContainer) -> (String, u32) {
     let cgroup = turn.cgroup_fd();
-    let p = program("/bin/cat", &["/proc/self/cgroup"], &[]);
-    let child = spawn(&p, cgroup.as_deref().map(AsRawFd::as_raw_fd)).unwrap();
+    let mut p = program("/bin/cat", &["/proc/self/cgroup"], &[]);
+    let child = spawn(&mut p, cgroup.as_deref().map(AsRawFd::as_raw_fd)).unwrap();
     // Exited by itself: a child SIGKILLed at birth fails here.
     assert_eq!(wait_blocking(&child.pidfd).code(), Some(0));
     let text = read_all(child.stdout);
@@ -250,7 +296,7 @@ fn an_empty_turn_cgroup_is_reused_unless_it_was_ever_killed() {
     // into a once-killed cgroup is SIGKILLed at birth.
     let cgroup = second.cgroup_fd();
     let sleeper = spawn(
-        &program("/bin/sleep", &["60"], &[]),
+        &mut program("/bin/sleep", &["60"], &[]),
         cgroup.as_deref().map(AsRawFd::as_raw_fd),
     )
     .unwrap();

@@ -75,11 +75,11 @@ impl Spawner {
     /// Starts `program` (see [`spawn::spawn`]) on the spawner thread.
     pub async fn spawn(
         &self,
-        program: Program,
+        mut program: Program,
         cgroup: Option<Arc<OwnedFd>>,
     ) -> io::Result<Spawned> {
         let Some(jobs) = &self.jobs else {
-            return spawn::spawn(&program, cgroup.as_deref().map(AsRawFd::as_raw_fd));
+            return spawn::spawn(&mut program, cgroup.as_deref().map(AsRawFd::as_raw_fd));
         };
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -103,9 +103,9 @@ fn serve(queue: mpsc::Receiver<Job>) {
     // Ends when the last Spawner is dropped.
     let mut answers: Vec<Reply> = Vec::with_capacity(REPLIES_PER_WAKE);
     let mut next = queue.recv().ok();
-    while let Some(job) = next {
+    while let Some(mut job) = next {
         let cgroup = job.cgroup.as_deref().map(AsRawFd::as_raw_fd);
-        answers.push((job.reply, spawn::spawn(&job.program, cgroup)));
+        answers.push((job.reply, spawn::spawn(&mut job.program, cgroup)));
         next = match queue.try_recv() {
             Ok(job) => {
                 if answers.len() >= REPLIES_PER_WAKE {
