@@ -339,3 +339,41 @@ fn lines_a_turn_learns_from_are_still_parsed() {
         "an escaped key is still `type`"
     );
 }
+
+#[test]
+fn special_bytes_are_found_wherever_they_are() {
+    // The first `"`, `\` or control byte at or after `start`, byte by byte.
+    let reference = |b: &[u8], start: usize| {
+        (start..b.len())
+            .find(|&i| matches!(b[i], b'"' | b'\\' | 0..=0x1f))
+            .unwrap_or(b.len())
+    };
+    let plain = b"abcdefghijklmnopqrstuvwxyz0123456789 ~\x7f\x80\xc3\xa9\xff{}:,";
+    for len in 0..48 {
+        let line: Vec<u8> = (0..len).map(|i| plain[i % plain.len()]).collect();
+        for start in [0, 1, 7, 8, 15, 16, 17, 31, 32] {
+            let start = start.min(len);
+            assert_eq!(scan::special(&line, start), len, "none in {len} bytes");
+            for at in 0..len {
+                for byte in [b'"', b'\\', 0x00, 0x09, 0x1f, 0x20, 0x7f, 0x80, 0xff] {
+                    let mut line = line.clone();
+                    line[at] = byte;
+                    // A second one later must not be found first.
+                    if at + 5 < len {
+                        line[at + 5] = b'"';
+                    }
+                    assert_eq!(
+                        scan::special(&line, start),
+                        reference(&line, start),
+                        "{byte:#x} at {at} of {len}, from {start}"
+                    );
+                    assert_eq!(
+                        scan::special_swar(&line, start),
+                        reference(&line, start),
+                        "SWAR: {byte:#x} at {at} of {len}, from {start}"
+                    );
+                }
+            }
+        }
+    }
+}
