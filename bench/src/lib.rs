@@ -200,6 +200,31 @@ impl Daemon {
     }
 }
 
+/// The daemon's minor page faults and context switches (voluntary and not,
+/// every thread's) so far, from `/proc`: where a batch's CPU goes when the
+/// profile is too coarse to say.
+pub fn faults_and_switches(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): minflt is the
+    // 10th field of the line, the 8th after `)`.
+    let minflt = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(7)?.parse().ok())
+        .unwrap_or(0);
+    let mut switches = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            switches += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    (minflt, switches)
+}
+
 /// A `kB` field of `/proc/<pid>/status`.
 pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

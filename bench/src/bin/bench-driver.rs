@@ -15,7 +15,9 @@
 //! turn's dir); ttfe = request written to its first event; cpu = user+sys of
 //! the daemon process alone (not codex, not this driver) over the same window;
 //! RSS = the daemon's VmHWM. Also `lat_last_p50_ms` (to the last event, as the
-//! anchors) and `errors` (runs whose `end` was not `ok`).
+//! anchors), `errors` (runs whose `end` was not `ok`), and the daemon's
+//! minor page faults (`minflt`) and context switches (`switches`, every
+//! thread's) over the window, to tell a batch's costs apart.
 //!
 //! The daemon's base home (`--codex-home`) is `$BENCH_HOME` (kept across
 //! runs, as a user's is), else a new one per run; it holds a config.toml with
@@ -26,7 +28,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use codex_runner_bench::{classify, env_or, pct, write_base_home, Daemon, Line, BASE_CONFIG};
+use codex_runner_bench::{
+    classify, env_or, faults_and_switches, pct, write_base_home, Daemon, Line, BASE_CONFIG,
+};
 
 #[derive(Clone, Copy, Default)]
 struct Turn {
@@ -81,8 +85,10 @@ fn main() {
     let mut errors = 0u64;
     let mut other_lines = 0u64;
     let (mut t0, mut c0) = (Instant::now(), daemon.cpu_s());
+    let mut fs0 = (0, 0);
     for round in 0..rounds {
         if round == counted_from {
+            fs0 = faults_and_switches(daemon.pid());
             t0 = Instant::now();
             c0 = daemon.cpu_s();
         }
@@ -148,6 +154,7 @@ fn main() {
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = daemon.cpu_s() - c0;
+    let fs1 = faults_and_switches(daemon.pid());
     let rss = daemon.peak_rss_mb();
     let status = daemon.finish(|_| {}).expect("daemon exits");
     let _ = std::fs::remove_dir_all(&scratch);
@@ -184,6 +191,8 @@ fn main() {
         "cpu_s": (cpu * 1e6).round() / 1e6,
         "rss_mb": (rss * 10.0).round() / 10.0,
         "lat_last_p50_ms": round3(pct(&lat_last, 0.5)),
+        "minflt": fs1.0 - fs0.0,
+        "switches": fs1.1 - fs0.1,
         "errors": errors + other_lines,
         "exit": status.code(),
     });
