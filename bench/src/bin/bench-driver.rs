@@ -89,6 +89,7 @@ fn main() {
     for round in 0..rounds {
         if round == counted_from {
             fs0 = faults_and_switches(daemon.pid());
+            perf_control(b"enable\n");
             t0 = Instant::now();
             c0 = daemon.cpu_s();
         }
@@ -154,6 +155,7 @@ fn main() {
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = daemon.cpu_s() - c0;
+    perf_control(b"disable\n");
     let fs1 = faults_and_switches(daemon.pid());
     let rss = daemon.peak_rss_mb();
     let status = daemon.finish(|_| {}).expect("daemon exits");
@@ -197,4 +199,21 @@ fn main() {
         "exit": status.code(),
     });
     eprintln!("{result}");
+}
+
+/// With `BENCH_PERF_CONTROL` naming the control FIFO of a `perf record
+/// --control fifo:...` started disabled (`-D -1`) around the daemon, turns
+/// its recording on and off at the edges of the measured window: a profile
+/// of the counted batches alone, without start-up or shutdown.
+fn perf_control(command: &[u8]) {
+    if let Some(fifo) = std::env::var_os("BENCH_PERF_CONTROL") {
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .and_then(|mut f| f.write_all(command));
+        if let Err(e) = written {
+            eprintln!("bench-driver: perf control: {e}");
+        }
+    }
 }
