@@ -19,6 +19,10 @@
 //! minor page faults (`minflt`) and context switches (`switches`, every
 //! thread's) over the window, to tell a batch's costs apart.
 //!
+//! `BENCH_PERF_CONTROL=<fifo>`: the control FIFO of a `perf record
+//! --control fifo:<fifo> -D -1` wrapped around the daemon, switched on and
+//! off at the window's edges (see bench/notes.md).
+//!
 //! The daemon's base home (`--codex-home`) is `$BENCH_HOME` (kept across
 //! runs, as a user's is), else a new one per run; it holds a config.toml with
 //! comments, settings and two MCP servers, an auth.json, `sessions/` and
