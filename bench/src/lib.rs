@@ -201,8 +201,9 @@ impl Daemon {
 }
 
 /// The daemon's minor page faults and context switches (voluntary and not,
-/// every thread's) so far, from `/proc`: where a batch's CPU goes when the
-/// profile is too coarse to say.
+/// every live thread's: a thread that has ended takes its switches with it)
+/// so far, from `/proc`: where a batch's CPU goes when the profile is too
+/// coarse to say.
 pub fn faults_and_switches(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces): minflt is the

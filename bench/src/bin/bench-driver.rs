@@ -197,8 +197,8 @@ fn main() {
         "cpu_s": (cpu * 1e6).round() / 1e6,
         "rss_mb": (rss * 10.0).round() / 10.0,
         "lat_last_p50_ms": round3(pct(&lat_last, 0.5)),
-        "minflt": fs1.0 - fs0.0,
-        "switches": fs1.1 - fs0.1,
+        "minflt": fs1.0.saturating_sub(fs0.0),
+        "switches": fs1.1.saturating_sub(fs0.1),
         "errors": errors + other_lines,
         "exit": status.code(),
     });
