@@ -288,17 +288,14 @@ fn spawn_with(
     // The child's end of its stdin: the one the program brought, or a new
     // pipe's (then ours is the other end). Like the other child ends it is
     // closed here once the child has it.
-    let mut stdin_child = program.stdin.take();
-    let stdin = match stdin_child {
-        Some(_) => None,
+    let (stdin_child, stdin) = match program.stdin.take() {
+        Some(child) => (child, None),
         None => {
             let (child, ours) = pipe()?;
             set_nonblocking(&ours)?;
-            stdin_child = Some(child);
-            Some(ours)
+            (child, Some(ours))
         }
     };
-    let stdin_for_child = stdin_child.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let (stdout, stdout_child) = pipe()?;
     let (stderr, stderr_child) = pipe()?;
     for ours in [&stdout, &stderr] {
@@ -308,7 +305,7 @@ fn spawn_with(
         path: program.path.as_ptr(),
         argv: program.argv.as_ptr(),
         envp: program.envp.as_ptr(),
-        stdin: stdin_for_child,
+        stdin: stdin_child.as_raw_fd(),
         stdout: stdout_child.as_raw_fd(),
         stderr: stderr_child.as_raw_fd(),
         join_cgroup: -1,
