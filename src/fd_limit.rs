@@ -3,12 +3,12 @@
 //! A running turn holds about [`PER_TURN`] descriptors (codex's stdout and
 //! stderr, its pidfd, its cgroup and `cgroup.events`, its stdin while a long
 //! prompt is written, and, from just before codex is started until it has
-//! them, the child's ends of its pipes). The
-//! usual soft limit, 1024, made turns fail to start from about 170 at once,
-//! far below a `--max-concurrent` of 256, while the hard limit is usually
-//! much higher (524288 under systemd). So the daemon raises its soft limit to
-//! the hard one when it starts, as Go programs do, and codex gets the limit
-//! the daemon was started with back before it `exec`s (see
+//! them, the child's ends of its pipes). The usual soft limit, 1024, made
+//! turns fail to start from about 170 at once, far below a
+//! `--max-concurrent` of 256, while the hard limit is usually much higher
+//! (524288 under systemd). So the daemon raises its soft limit to the hard
+//! one when it starts, as Go programs do, and codex gets the limit the
+//! daemon was started with back before it `exec`s (see
 //! [`crate::spawn::Program::restore_nofile`]), as if started directly.
 
 use std::sync::OnceLock;
