@@ -53,7 +53,7 @@ typedef struct {
     char id[24];
     int idlen;
     int home;  /* directory fd of its home, or -1 */
-    char **envp;
+    char home_var[96]; /* CODEX_HOME=... */
 } Run;
 
 static int req_home, req_stderr, req_pgroup, req_validate, req_end;
@@ -278,31 +278,40 @@ static const char config_toml[] =
     "[mcp_servers.tools.http_headers]\n"
     "X-Run-Id = \"RUN-ID-PLACEHOLDER-XXXXXXXX\"\n";
 
-/* The child's environment: the daemon's, with CODEX_HOME set. */
-static char **turn_env(const char *home) {
+/* The children's environment: ours without CODEX_HOME, and one slot that
+ * each spawn points at its turn's CODEX_HOME (posix_spawn is done with it
+ * when it returns). */
+static char **child_env;
+static size_t home_slot;
+static void make_child_env(void) {
     size_t n = 0;
     while (environ[n]) n++;
-    char **envp = malloc((n + 2) * sizeof *envp);
-    size_t j = 0;
+    child_env = malloc((n + 2) * sizeof *child_env);
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "CODEX_HOME=", 11)) envp[j++] = environ[i];
-    envp[j] = malloc(strlen(home) + 12);
-    sprintf(envp[j], "CODEX_HOME=%s", home);
-    envp[j + 1] = NULL;
-    return envp;
+        if (strncmp(environ[i], "CODEX_HOME=", 11)) child_env[home_slot++] = environ[i];
+    child_env[home_slot + 1] = NULL;
+}
+
+/* A home per slot, made by the first turn in it and kept open. */
+static int *home_fds;
+static int home_dir(int i) {
+    if (home_fds[i] < 0) {
+        char home[128];
+        snprintf(home, sizeof home, "%s/%d", homes_root, i);
+        if (mkdir(home, 0700)) { perror("mkdir"); exit(1); }
+        home_fds[i] = open(home, O_DIRECTORY | O_CLOEXEC);
+    }
+    return home_fds[i];
 }
 
 static void start(Run *r, int i, int ep) {
     char *cargv[] = {(char *)fake, "exec", "--experimental-json", "--skip-git-repo-check", NULL};
     static const char prompt[] = "say hello";
     r->idlen = snprintf(r->id, sizeof r->id, "run-%d", i);
-    r->envp = environ;
+    char **envp = environ;
     r->home = -1;
     if (req_home) {
-        char home[128];
-        snprintf(home, sizeof home, "%s/%d", homes_root, i);
-        if (mkdir(home, 0700) && errno != EEXIST) { perror("mkdir"); exit(1); }
-        r->home = open(home, O_DIRECTORY | O_CLOEXEC);
+        r->home = home_dir(i);
         int fd = openat(r->home, "config.toml", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0) { perror("config.toml"); exit(1); }
         if (write(fd, config_toml, sizeof config_toml - 1) != (ssize_t)(sizeof config_toml - 1)) {
@@ -310,7 +319,9 @@ static void start(Run *r, int i, int ep) {
             exit(1);
         }
         close(fd);
-        r->envp = turn_env(home);
+        snprintf(r->home_var, sizeof r->home_var, "CODEX_HOME=%s/%d", homes_root, i);
+        child_env[home_slot] = r->home_var;
+        envp = child_env;
     }
     int in[2], out[2], err[2];
     if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC)) { perror("pipe"); exit(1); }
@@ -330,7 +341,7 @@ static void start(Run *r, int i, int ep) {
         posix_spawnattr_setpgroup(&at, 0);
     }
     r->t0 = now();
-    if (posix_spawn(&r->pid, fake, &fa, &at, cargv, r->envp)) { perror("posix_spawn"); exit(1); }
+    if (posix_spawn(&r->pid, fake, &fa, &at, cargv, envp)) { perror("posix_spawn"); exit(1); }
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(in[0]);
@@ -359,11 +370,6 @@ static void finish(Run *r) {
     if (req_pgroup) kill(-r->pid, SIGKILL);
     if (req_home) {
         unlinkat(r->home, "config.toml", 0);
-        close(r->home);
-        size_t j = 0;
-        while (r->envp[j + 1]) j++;
-        free(r->envp[j]); /* CODEX_HOME=..., the last entry */
-        free(r->envp);
     }
     if (req_end) {
         out_append("{\"type\":\"end\",\"id\":\"", 20);
@@ -478,6 +484,9 @@ int main(int argc, char **argv) {
             perror(homes_root);
             return 1;
         }
+        home_fds = malloc(sizeof *home_fds * (size_t)k);
+        for (int i = 0; i < k; i++) home_fds[i] = -1;
+        make_child_env();
     }
 
     if (rounds > 1) batch(k, 0);
@@ -489,6 +498,7 @@ int main(int argc, char **argv) {
         char home[128];
         for (int i = 0; i < k; i++) {
             snprintf(home, sizeof home, "%s/%d", homes_root, i);
+            close(home_fds[i]);
             rmdir(home);
         }
         rmdir(homes_root);
