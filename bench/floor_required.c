@@ -378,6 +378,16 @@ static void finish(Run *r) {
     }
 }
 
+/* Appends to the turn's partial line. */
+static void carry(Run *r, const char *p, size_t m) {
+    if (r->clen + m > r->ccap) {
+        r->ccap = (r->clen + m) * 2;
+        r->carry = realloc(r->carry, r->ccap);
+    }
+    memcpy(r->carry + r->clen, p, m);
+    r->clen += m;
+}
+
 static void batch(int k, int count) {
     Run *runs = calloc((size_t)k, sizeof *runs);
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -418,28 +428,15 @@ static void batch(int k, int count) {
                 const char *p = buf, *end = buf + got, *nl;
                 while ((nl = memchr(p, '\n', (size_t)(end - p)))) {
                     if (count) events++;
-                    if (r->clen) {
-                        size_t m = (size_t)(nl - p);
-                        if (r->clen + m > r->ccap) {
-                            r->ccap = (r->clen + m) * 2;
-                            r->carry = realloc(r->carry, r->ccap);
-                        }
-                        memcpy(r->carry + r->clen, p, m);
-                        tag_line(r, r->carry, r->clen + m);
+                    if (r->clen) { /* finish the line the last read began */
+                        carry(r, p, (size_t)(nl - p));
+                        tag_line(r, r->carry, r->clen);
                         r->clen = 0;
                     } else
                         tag_line(r, p, (size_t)(nl - p));
                     p = nl + 1;
                 }
-                if (p < end) {
-                    size_t m = (size_t)(end - p);
-                    if (r->clen + m > r->ccap) {
-                        r->ccap = (r->clen + m) * 2;
-                        r->carry = realloc(r->carry, r->ccap);
-                    }
-                    memcpy(r->carry + r->clen, p, m);
-                    r->clen += m;
-                }
+                if (p < end) carry(r, p, (size_t)(end - p));
             }
             write_all(obuf, olen);
             olen = 0;
