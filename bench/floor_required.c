@@ -17,15 +17,24 @@
  *                   forwarded (the scanner of codex-runner's src/events.rs,
  *                   SSE2 string scan included), and its `type` found
  *   REQ_END=1       an `end` line per turn
+ *   REQ_CONTAIN=1   (x86-64) a cgroup per turn, as codex-runner contains
+ *                   turns by default: one per slot, made and opened before
+ *                   the first batch (codex-runner prefills a pool of them),
+ *                   codex born in it (clone3 with CLONE_VM | CLONE_VFORK |
+ *                   CLONE_INTO_CGROUP instead of posix_spawn) with a
+ *                   parent-death signal, its cgroup.events read at the exit
+ *                   to see that nothing of the turn is left. Off, with a
+ *                   note, where no cgroup can be made here.
  * Left out, so that this stays a lower bound: request parsing, the real
- * config's rendering, cgroups, per-turn timers, cancellation, what a turn
- * learns from its lines, the checks that a kept home is still as made.
+ * config's rendering, per-turn timers, cancellation, what a turn learns
+ * from its lines, the checks that a kept home is still as made.
  *
  * ROUNDS=R (>1): one uncounted batch, then R-1 counted. One JSON result line
  * on stderr, in the anchors' format. Build: gcc -O2 -o floor_required
  * floor_required.c
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <emmintrin.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -52,11 +62,12 @@ typedef struct {
     size_t clen, ccap;
     char id[24];
     int idlen;
+    int slot;
     int home;  /* directory fd of its home, or -1 */
     char home_var[96]; /* CODEX_HOME=... */
 } Run;
 
-static int req_home, req_stderr, req_pgroup, req_validate, req_end;
+static int req_home, req_stderr, req_pgroup, req_validate, req_end, req_contain;
 
 static double now(void) {
     struct timespec ts;
@@ -292,6 +303,174 @@ static void make_child_env(void) {
     child_env[home_slot + 1] = NULL;
 }
 
+/* ---- leftovers ----------------------------------------------------------- */
+
+/* Removes <dir>/<prefix><pid> (and the directories in it, which is all a
+ * home or a cgroup of ours holds once its turns are gone) for every pid that
+ * is no longer running: what a run killed mid-way (say by SIGPIPE) left. A
+ * cgroup outlives its process, so this matters there most. */
+static void clean_stale(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t plen = strlen(prefix);
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, plen)) continue;
+        int pid = atoi(e->d_name + plen);
+        if (pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH) continue;
+        char top[320], sub[600];
+        snprintf(top, sizeof top, "%s/%s", dir, e->d_name);
+        DIR *t = opendir(top);
+        struct dirent *s;
+        while (t && (s = readdir(t))) {
+            if (s->d_name[0] < '0' || s->d_name[0] > '9') continue;
+            snprintf(sub, sizeof sub, "%s/%s", top, s->d_name);
+            snprintf(sub + strlen(sub), sizeof sub - strlen(sub), "/config.toml");
+            unlink(sub);
+            sub[strlen(sub) - strlen("/config.toml")] = 0;
+            rmdir(sub);
+        }
+        if (t) closedir(t);
+        rmdir(top);
+    }
+    if (d) closedir(d);
+}
+
+/* ---- containment: a cgroup per slot, codex born in it ------------------- */
+
+static char cg_root[256];
+static int *cg_dirs, *cg_events;
+
+static void remove_cgroups(int k) {
+    for (int i = 0; i < k; i++) {
+        char path[320];
+        snprintf(path, sizeof path, "%s/%d", cg_root, i);
+        if (cg_dirs[i] >= 0) close(cg_dirs[i]);
+        if (cg_events[i] >= 0) close(cg_events[i]);
+        rmdir(path);
+    }
+    rmdir(cg_root);
+}
+/* <cgroup2 mount>/<our cgroup>/floor-req-<pid>/<slot>, each made and opened
+ * before the first batch. 0 where cgroups cannot be used here. */
+static int make_cgroups(int k) {
+#if defined(__x86_64__)
+    char line[512], mount[128] = "", own[96] = "";
+    FILE *f = fopen("/proc/self/mountinfo", "r"); /* field 5 of the cgroup2 line */
+    while (f && fgets(line, sizeof line, f)) {
+        char *dash = strstr(line, " - cgroup2 "), *p = line;
+        if (!dash) continue;
+        for (int field = 0; field < 4 && p; field++) p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+        if (p) snprintf(mount, sizeof mount, "%.*s", (int)strcspn(p, " "), p);
+    }
+    if (f) fclose(f);
+    f = fopen("/proc/self/cgroup", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "0::", 3)) snprintf(own, sizeof own, "%.*s", (int)strcspn(line + 3, "\n"), line + 3);
+    if (f) fclose(f);
+    if (!*mount || !*own) return 0;
+    snprintf(cg_root, sizeof cg_root, "%s%s", mount, strcmp(own, "/") ? own : "");
+    clean_stale(cg_root, "floor-req-");
+    snprintf(cg_root + strlen(cg_root), sizeof cg_root - strlen(cg_root), "/floor-req-%d", (int)getpid());
+    if (mkdir(cg_root, 0755)) return 0;
+    cg_dirs = malloc(sizeof *cg_dirs * (size_t)k);
+    cg_events = malloc(sizeof *cg_events * (size_t)k);
+    for (int i = 0; i < k; i++) {
+        char path[320];
+        snprintf(path, sizeof path, "%s/%d", cg_root, i);
+        cg_dirs[i] = cg_events[i] = -1;
+        if (!mkdir(path, 0755)) {
+            cg_dirs[i] = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            snprintf(path, sizeof path, "%s/%d/cgroup.events", cg_root, i);
+            cg_events[i] = open(path, O_RDONLY | O_CLOEXEC);
+        }
+        if (cg_dirs[i] < 0 || cg_events[i] < 0) {
+            perror(path);
+            remove_cgroups(i + 1);
+            return 0;
+        }
+    }
+    return 1;
+#else
+    (void)k;
+    return 0;
+#endif
+}
+/* Whether the slot's cgroup still holds a process. */
+static int cg_populated(int i) {
+    char b[128];
+    ssize_t n = pread(cg_events[i], b, sizeof b - 1, 0);
+    if (n <= 0) return 1;
+    b[n] = 0;
+    return strstr(b, "populated 1") != NULL;
+}
+
+struct child_args {
+    int in, out, err;
+    pid_t parent;
+    char **argv, **envp;
+};
+/* Between clone and exec, on its own stack in our memory: syscalls only. */
+static int child_main(void *p) {
+    struct child_args *c = p;
+    if (req_pgroup) setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != c->parent) return 127; /* we died before the prctl */
+    dup2(c->in, 0);
+    dup2(c->out, 1);
+    if (c->err >= 0) dup2(c->err, 2);
+    execve(fake, c->argv, c->envp);
+    return 127;
+}
+
+#if defined(__x86_64__)
+struct clone_args_v2 {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
+        cgroup;
+};
+static char child_stack[64 * 1024] __attribute__((aligned(16)));
+/* clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP): returns once the child
+ * has exec'd (or exited). The child's side is in assembly, as in libcs: a
+ * raw syscall() would return into our frame on the new stack. */
+static pid_t spawn_into(int cgroup, struct child_args *c) {
+    struct clone_args_v2 ca = {
+        .flags = CLONE_VM | CLONE_VFORK | 0x200000000ULL /* CLONE_INTO_CGROUP */,
+        .exit_signal = SIGCHLD,
+        .stack = (uint64_t)(uintptr_t)child_stack,
+        .stack_size = sizeof child_stack,
+        .cgroup = (uint64_t)cgroup,
+    };
+    long ret;
+    register long entry __asm__("r12") = (long)(uintptr_t)child_main;
+    register long arg __asm__("r13") = (long)(uintptr_t)c;
+    __asm__ volatile("syscall\n\t"
+                     "test %%rax, %%rax\n\t"
+                     "jnz 1f\n\t"
+                     "xor %%ebp, %%ebp\n\t"
+                     "mov %%r13, %%rdi\n\t"
+                     "call *%%r12\n\t"
+                     "mov %%eax, %%edi\n\t"
+                     "mov $60, %%eax\n\t"
+                     "syscall\n\t"
+                     "ud2\n"
+                     "1:"
+                     : "=a"(ret)
+                     : "0"(435L), "D"(&ca), "S"(sizeof ca), "r"(entry), "r"(arg)
+                     : "rcx", "r11", "memory");
+    if (ret < 0) {
+        errno = (int)-ret;
+        perror("clone3");
+        exit(1);
+    }
+    return (pid_t)ret;
+}
+#else
+static pid_t spawn_into(int cgroup, struct child_args *c) {
+    (void)cgroup;
+    (void)c;
+    abort();
+}
+#endif
+
 /* A home per slot, made by the first turn in it and kept open. */
 static int *home_fds;
 static int home_dir(int i) {
@@ -329,6 +508,12 @@ static void start(Run *r, int i, int ep) {
     /* The prompt fits the pipe: written before the spawn, as codex-runner does. */
     if (write(in[1], prompt, sizeof prompt - 1) < 0) perror("write prompt");
     close(in[1]);
+    r->slot = i;
+    if (req_contain) {
+        struct child_args c = {in[0], out[1], req_stderr ? err[1] : -1, getpid(), cargv, envp};
+        r->t0 = now();
+        r->pid = spawn_into(cg_dirs[i], &c);
+    } else {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
@@ -344,6 +529,7 @@ static void start(Run *r, int i, int ep) {
     if (posix_spawn(&r->pid, fake, &fa, &at, cargv, envp)) { perror("posix_spawn"); exit(1); }
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
+    }
     close(in[0]);
     close(out[1]);
     r->out = out[0];
@@ -367,6 +553,7 @@ static void finish(Run *r) {
     int st;
     waitpid(r->pid, &st, 0);
     if (!WIFEXITED(st) || WEXITSTATUS(st)) fprintf(stderr, "child failed\n");
+    if (req_contain && cg_populated(r->slot)) fprintf(stderr, "a turn left a process behind\n");
     if (req_pgroup) kill(-r->pid, SIGKILL);
     if (req_home) {
         unlinkat(r->home, "config.toml", 0);
@@ -470,12 +657,20 @@ int main(int argc, char **argv) {
     req_pgroup = on("REQ_PGROUP");
     req_validate = on("REQ_VALIDATE");
     req_end = on("REQ_END");
+    struct rlimit nofile; /* K homes, cgroups and pipes: more than 1024 at K=1000 */
+    if (!getrlimit(RLIMIT_NOFILE, &nofile)) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    req_contain = on("REQ_CONTAIN") && make_cgroups(k);
+    if (on("REQ_CONTAIN") && !req_contain) fprintf(stderr, "floor_required: no cgroup here; REQ_CONTAIN is off\n");
     const char *rv = getenv("ROUNDS");
     int rounds = rv && *rv ? atoi(rv) : 1, counted = rounds > 1 ? rounds - 1 : 1;
     lat = malloc(sizeof(double) * (size_t)k * (size_t)counted);
     ttfe = malloc(sizeof(double) * (size_t)k * (size_t)counted);
     if (req_home) {
         const char *base = getenv("REQ_HOMES");
+        clean_stale(base ? base : "/dev/shm", "floor-required-");
         snprintf(homes_root, sizeof homes_root, "%s/floor-required-%d", base ? base : "/dev/shm", (int)getpid());
         if (mkdir(homes_root, 0700)) {
             perror(homes_root);
@@ -500,6 +695,7 @@ int main(int argc, char **argv) {
         }
         rmdir(homes_root);
     }
+    if (req_contain) remove_cgroups(k);
     if (rejected) fprintf(stderr, "%ld lines were not JSON objects\n", rejected);
     qsort(lat, (size_t)nlat, sizeof *lat, cmpd);
     qsort(ttfe, (size_t)nlat, sizeof *ttfe, cmpd);
@@ -510,9 +706,9 @@ int main(int argc, char **argv) {
             "{\"anchor\":\"floor-req\",\"k\":%d,\"rounds\":%d,\"n\":%s,\"p\":%s,\"delay_us\":%s,"
             "\"events\":%ld,\"wall_s\":%.4f,\"turns_per_s\":%.1f,\"events_per_s\":%.0f,\"lat_p50_ms\":%.3f,"
             "\"lat_p99_ms\":%.3f,\"ttfe_p50_ms\":%.3f,\"cpu_s\":%.4f,\"rss_mb\":%.1f,"
-            "\"req\":\"home=%d stderr=%d pgroup=%d validate=%d end=%d\"}\n",
+            "\"req\":\"home=%d stderr=%d pgroup=%d validate=%d end=%d contain=%d\"}\n",
             k, rounds, ne ? ne : "10", np ? np : "64", nd ? nd : "0", events, wall, nlat / wall, events / wall,
             pct(lat, nlat, .5) * 1e3, pct(lat, nlat, .99) * 1e3, pct(ttfe, nlat, .5) * 1e3, cpu,
-            ru.ru_maxrss / 1024.0, req_home, req_stderr, req_pgroup, req_validate, req_end);
+            ru.ru_maxrss / 1024.0, req_home, req_stderr, req_pgroup, req_validate, req_end, req_contain);
     return 0;
 }

@@ -28,7 +28,7 @@ ANCHOR_NOTE = {
     "floor-tag": "the floor: C, posix_spawn, one epoll loop, no JSON, tags raw lines",
     "floor-tag-b": "the same floor, latency and ttfe counted from the start of its batch",
     "floor-tag-p": "the same floor writing to a pipe that `cat` reads (codex-runner's output, too, goes to a pipe whose reader each write wakes; /dev/null costs nothing)",
-    "floor-req": "the floor plus the least of the work codex-runner's protocol requires (`bench/floor_required.c`): a private home with its config.toml per turn, stderr watched, a process group killed at exit, every line checked to be a JSON object, an `end` per turn, output to a pipe `cat` reads; timed from its batch's start. Not a runner: a bound on how close to the floor any runner doing that work can be",
+    "floor-req": "the floor plus the least of the work codex-runner's protocol requires (`bench/floor_required.c`): a private home with its config.toml per turn, codex born in a cgroup of its own (where one can be made) with a parent-death signal, stderr watched, a process group killed at exit, every line checked to be a JSON object, an `end` per turn, output to a pipe `cat` reads; timed from its batch's start. Not a runner: a bound on how close to the floor any runner doing that work can be",
     "codex-runner": "this daemon (release build) through its JSONL pipes",
     "ts-sdk": "@openai/codex-sdk 0.163.0 (Node)",
     "py-asyncio": "a plain asyncio runner (json.loads/dumps per event)",
