@@ -514,21 +514,21 @@ static void start(Run *r, int i, int ep) {
         r->t0 = now();
         r->pid = spawn_into(cg_dirs[i], &c);
     } else {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    if (req_stderr) posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-    posix_spawnattr_t at;
-    posix_spawnattr_init(&at);
-    if (req_pgroup) {
-        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
-        posix_spawnattr_setpgroup(&at, 0);
-    }
-    r->t0 = now();
-    if (posix_spawn(&r->pid, fake, &fa, &at, cargv, envp)) { perror("posix_spawn"); exit(1); }
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+        posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+        if (req_stderr) posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+        posix_spawnattr_t at;
+        posix_spawnattr_init(&at);
+        if (req_pgroup) {
+            posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
+            posix_spawnattr_setpgroup(&at, 0);
+        }
+        r->t0 = now();
+        if (posix_spawn(&r->pid, fake, &fa, &at, cargv, envp)) { perror("posix_spawn"); exit(1); }
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&at);
     }
     close(in[0]);
     close(out[1]);
