@@ -196,7 +196,7 @@ fn main() {
                     let fd = turn.stdout.as_ref().unwrap().as_raw_fd();
                     let got = read(fd, &mut buf);
                     if got == 0 {
-                        // Closing it also takes it out of the epoll set.
+                        del(ep, fd);
                         turn.stdout = None;
                     } else {
                         forward(turn, &buf[..got], &mut out);
@@ -205,12 +205,14 @@ fn main() {
                 1 => {
                     let fd = turn.stderr.as_ref().unwrap().as_raw_fd();
                     if read(fd, &mut buf) == 0 {
+                        del(ep, fd);
                         turn.stderr = None;
                     }
                 }
                 _ => {
                     let pidfd = turn.pidfd.as_ref().unwrap();
                     if let Ok(Some(status)) = spawn::reap(pidfd, spawn::Wait::Poll) {
+                        del(ep, pidfd.as_raw_fd());
                         turn.pidfd = None;
                         turn.exit = Some(status);
                     }
@@ -351,6 +353,12 @@ fn add(ep: RawFd, fd: RawFd, key: u64) {
     );
 }
 
+/// Takes `fd` out of the epoll set before it is closed. Closing alone is not
+/// enough: a vfork child that `spawn` started may still hold a copy of every
+/// descriptor of ours (the parent resumes when the child's `execve` releases
+/// our memory, a little before the close-on-exec descriptors are closed), so
+/// the description can outlive our close and still report, under its old
+/// key, for a turn that is gone.
 fn del(ep: RawFd, fd: RawFd) {
     // SAFETY: deregistering an fd we registered.
     unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
