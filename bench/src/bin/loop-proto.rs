@@ -117,6 +117,7 @@ fn main() {
     };
     let bin = CodexBin::resolve(&PathBuf::from(arg("--codex-bin").expect("--codex-bin")))
         .expect("codex binary");
+    remove_stale_roots();
     let turn_root = PathBuf::from(format!("/dev/shm/loop-proto-{}", std::process::id()));
     codex_home::ensure_turn_root(&turn_root).expect("turn root");
     let home = HomeSettings {
@@ -326,6 +327,27 @@ fn finish(mut turn: Turn, home: &HomeSettings, rt: &tokio::runtime::Runtime, out
         turn_home.remove().expect("remove");
     }
     times::charge("home back");
+}
+
+/// Removes the turn roots of runs that died without cleaning up (killed, or
+/// a panic): their homes hold config files.
+fn remove_stale_roots() {
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("loop-proto-"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn read(fd: RawFd, buf: &mut [u8]) -> usize {
