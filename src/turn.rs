@@ -361,7 +361,7 @@ fn check_paths(p: &RunParams) -> Result<(), String> {
 /// Removes the turn's home, or empties it for a later turn if `reusable`
 /// (see [`TurnHome::recycle`]). A home that cannot be removed now (out of
 /// descriptors, say) is removed at exit.
-fn release_home(home: TurnHome, idle: &IdleHomes, reusable: bool) {
+pub fn release_home(home: TurnHome, idle: &IdleHomes, reusable: bool) {
     let path = home.path().to_path_buf();
     let released = if reusable {
         home.recycle(idle)
@@ -377,7 +377,7 @@ fn release_home(home: TurnHome, idle: &IdleHomes, reusable: bool) {
 
 /// `{"type":"event","id":<id>,"event":` — the constant head of every event
 /// line of a run; codex's bytes and `}` follow.
-fn event_prefix(id: &str) -> String {
+pub fn event_prefix(id: &str) -> String {
     format!(
         r#"{{"type":"event","id":{},"event":"#,
         serde_json::to_string(id).expect("strings serialise")

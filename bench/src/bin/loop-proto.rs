@@ -263,11 +263,7 @@ fn start(
     let spawned = spawn::spawn(&mut program, cgroup).expect("spawn");
     times::charge("spawn");
     Turn {
-        prefix: format!(
-            r#"{{"type":"event","id":{},"event":"#,
-            serde_json::to_string(&id).expect("a string")
-        )
-        .into_bytes(),
+        prefix: codex_runner::turn::event_prefix(&id).into_bytes(),
         id,
         state: TurnState::default(),
         redactor: Redactor::for_params(params),
@@ -321,11 +317,7 @@ fn finish(mut turn: Turn, home: &HomeSettings, rt: &tokio::runtime::Runtime, out
     out.extend_from_slice(&codex_runner::writer::encode(&OutputLine::End(end)));
     times::charge("end");
     let turn_home = turn.home.take().expect("a home");
-    if nothing_left {
-        turn_home.recycle(&home.idle).expect("recycle");
-    } else {
-        turn_home.remove().expect("remove");
-    }
+    codex_runner::turn::release_home(turn_home, &home.idle, nothing_left);
     times::charge("home back");
 }
 
