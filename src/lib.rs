@@ -22,6 +22,7 @@ pub mod dispatcher;
 pub mod events;
 pub mod fd_limit;
 pub mod home_pool;
+pub mod inherited_fds;
 pub mod lines;
 pub mod reader;
 pub mod settings;

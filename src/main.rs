@@ -100,6 +100,9 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if let Err(e) = codex_runner::inherited_fds::keep_from_children() {
+        tracing::warn!("inherited descriptors may reach codex: {e}");
+    }
     if let Some(Command::Check) = cli.command {
         return check(&cli);
     }

@@ -187,6 +187,29 @@ async fn argv_carries_flags_and_never_secrets() {
     d.assert_clean_exit().await;
 }
 
+/// Codex runs the model's shell commands, which inherit what codex holds: a
+/// descriptor the orchestrator left open on the daemon (a socket, a log)
+/// must not reach them. Codex gets its three pipes and nothing else.
+#[tokio::test]
+async fn codex_inherits_only_its_stdio() {
+    const LEAKED: i32 = 77;
+    let mut d = Daemon::builder().inherited_fd(LEAKED).start().await;
+    // The daemon really holds it (else this test checks nothing).
+    let held = std::fs::read_link(format!("/proc/{}/fd/{LEAKED}", d.pid())).unwrap();
+    assert_eq!(held, std::path::Path::new("/dev/null"));
+    d.run("fds", json!({"prompt": "hi"})).await;
+    d.collect_one("fds").await.assert_ok();
+    let fds = d.record("fds")["fds"].as_object().unwrap().clone();
+    let mut numbers: Vec<&str> = fds.keys().map(String::as_str).collect();
+    numbers.sort();
+    assert_eq!(numbers, ["0", "1", "2"], "codex was handed {fds:?}");
+    for fd in ["0", "1", "2"] {
+        let target = fds[fd].as_str().unwrap();
+        assert!(target.starts_with("pipe:"), "fd {fd} is {target}");
+    }
+    d.assert_clean_exit().await;
+}
+
 #[tokio::test]
 async fn resume_lands_on_the_shared_sessions_dir() {
     let mut d = Daemon::start().await;

@@ -3,6 +3,7 @@
 //! under a timeout, and reads what the fake codex recorded.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,7 @@ pub struct DaemonBuilder {
     codex_bin: Option<PathBuf>,
     turn_root: Option<Arc<tempfile::TempDir>>,
     open_files: Option<(u64, Option<u64>)>,
+    inherited_fd: Option<i32>,
 }
 
 impl DaemonBuilder {
@@ -108,6 +110,13 @@ impl DaemonBuilder {
     /// one (else the test's).
     pub fn open_files_limit(mut self, soft: u64, hard: Option<u64>) -> Self {
         self.open_files = Some((soft, hard));
+        self
+    }
+
+    /// Starts the daemon holding /dev/null at descriptor `fd`, open and
+    /// without close-on-exec, as a careless parent would leave one.
+    pub fn inherited_fd(mut self, fd: i32) -> Self {
+        self.inherited_fd = Some(fd);
         self
     }
 
@@ -161,7 +170,22 @@ impl DaemonBuilder {
                 });
             }
         }
+        // Opened close-on-exec here; the child's dup2 makes a copy without it.
+        let dev_null = std::fs::File::open("/dev/null").unwrap();
+        if let Some(fd) = self.inherited_fd {
+            let source = dev_null.as_raw_fd();
+            // SAFETY: dup2 only, between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::dup2(source, fd) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.spawn().expect("spawning codex-runner");
+        drop(dev_null);
         let stdin = child.stdin.take();
         let stdout = Some(BufReader::new(child.stdout.take().unwrap()).lines());
         let stderr_lines = Arc::new(Mutex::new(Vec::new()));
@@ -215,6 +239,7 @@ impl Daemon {
             codex_bin: None,
             turn_root: None,
             open_files: None,
+            inherited_fd: None,
         }
     }
 

@@ -69,6 +69,7 @@ impl Record {
             // SAFETY: getpgrp cannot fail.
             "pgid": unsafe { libc::getpgrp() },
             "nofile": nofile(),
+            "fds": open_fds(),
         });
         let Value::Object(map) = rec else {
             unreachable!()
@@ -94,6 +95,29 @@ impl Record {
             );
         }
     }
+}
+
+/// `{fd: target}` for each descriptor this process holds (what it inherited,
+/// since nothing else is open yet), but the one that lists them.
+fn open_fds() -> Value {
+    let own = format!("/proc/{}/fd", std::process::id());
+    let mut out = Map::new();
+    for entry in fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let target = fs::read_link(entry.path())
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        if target != own {
+            out.insert(
+                entry.file_name().to_string_lossy().into_owned(),
+                json!(target),
+            );
+        }
+    }
+    Value::Object(out)
 }
 
 /// `CODEX_RUNNER_RUN_ID` made safe for a file name, else the pid.
