@@ -552,7 +552,7 @@ unsafe fn fail(args: &mut ChildArgs) -> c_int {
 /// # Safety
 /// Only in the child, with all signals blocked.
 unsafe fn reset_signal_handlers() {
-    for signal in 1..libc::SIGRTMAX() {
+    for signal in 1..=libc::SIGRTMAX() {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
