@@ -9,14 +9,15 @@ use serde_json::{Map, Value};
 
 use crate::codes;
 use crate::params::RunParams;
-use crate::validate::{validate, InvalidParams};
+use crate::validate::{validate, validate_run_id, InvalidParams};
 
 /// A decoded request line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// Start one turn. `params` is `Err` when the id is usable but the params
-    /// are not: the daemon answers with that id's `end` (code
-    /// `invalid_params`), unless the id is a duplicate of a live run.
+    /// Start one turn. `params` is `Err` when the id names the run but the
+    /// params, or the id itself as a value codex is given, are not usable:
+    /// the daemon answers with that id's `end` (code `invalid_params`),
+    /// unless the id is a duplicate of a live run.
     Run {
         /// The run id chosen by the client; unique among live runs.
         id: String,
@@ -116,7 +117,9 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Rejection> {
         }
         return Ok(Request::Cancel { id });
     }
-    let params = run_params(object).map(Box::new);
+    let params = validate_run_id(&id)
+        .and_then(|()| run_params(object))
+        .map(Box::new);
     Ok(Request::Run { id, params })
 }
 

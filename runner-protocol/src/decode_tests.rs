@@ -173,3 +173,47 @@ fn status_requests() {
         codes::REJECT_INVALID_REQUEST
     );
 }
+
+#[test]
+fn an_id_codex_could_not_be_given_ends_its_run() {
+    // Each reaches codex's environment and HTTP headers: refused as params,
+    // so the run still gets its `end`, under the id it was sent with.
+    for id in ["a\nb", "a\rb", "a\u{0}b", "tab\there", "del\u{7f}"] {
+        let line = serde_json::json!({"type": "run", "id": id, "params": {"prompt": "x"}});
+        match decode_request(line.to_string().as_bytes()) {
+            Ok(Request::Run {
+                id: got,
+                params: Err(e),
+            }) => {
+                assert_eq!(got, id);
+                assert_eq!(e.field, "id");
+                assert!(e.message.contains("control characters"), "{}", e.message);
+            }
+            other => panic!("{id:?}: expected invalid params, got {other:?}"),
+        }
+    }
+    let long = "x".repeat(crate::MAX_RUN_ID_BYTES + 1);
+    let line = format!(r#"{{"type":"run","id":"{long}","params":{{"prompt":"x"}}}}"#);
+    assert!(invalid(&line).message.contains("over the limit of 4096"));
+    // At the limit, and beyond ASCII, ids are fine.
+    let most = "x".repeat(crate::MAX_RUN_ID_BYTES);
+    for id in [most.as_str(), "é\u{2028}日本"] {
+        let line = serde_json::json!({"type": "run", "id": id, "params": {"prompt": "x"}});
+        assert!(matches!(
+            decode_request(line.to_string().as_bytes()),
+            Ok(Request::Run { params: Ok(_), .. })
+        ));
+    }
+    // A cancel names a run that cannot exist: left to the dispatcher (unknown_id).
+    assert!(matches!(
+        decode_request(br#"{"type":"cancel","id":"a\nb"}"#),
+        Ok(Request::Cancel { .. })
+    ));
+}
+
+#[test]
+fn a_resume_id_with_a_control_character_is_refused() {
+    let e = invalid(r#"{"type":"run","id":"r","params":{"prompt":"x","resume":"t\r\nX-Evil: 1"}}"#);
+    assert_eq!(e.field, "params.resume");
+    assert!(e.message.contains("header"), "{}", e.message);
+}

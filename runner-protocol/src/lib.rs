@@ -50,4 +50,4 @@ pub use params::{
     ApprovalPolicy, ContentPart, Effort, Input, InputContent, McpServer, RunParams, SandboxMode,
     ToolsApproval,
 };
-pub use validate::{tool_namespace, InvalidParams};
+pub use validate::{tool_namespace, InvalidParams, MAX_RUN_ID_BYTES};

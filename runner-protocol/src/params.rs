@@ -33,8 +33,10 @@ pub struct RunParams {
     /// Enables (`web_search = "live"`) or disables the web search tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_search_enabled: Option<bool>,
-    /// Thread id to continue (`codex exec resume <id>`).
+    /// Thread id to continue (`codex exec resume <id>`). No control
+    /// characters: HTTP MCP servers get it in a header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(pattern(r"^[^\u0000-\u001f\u007f]*$")))]
     pub resume: Option<String>,
     /// MCP servers of this turn, by name. They are layered over the user's
     /// own `[mcp_servers]`; a server here replaces a base one of the same name.

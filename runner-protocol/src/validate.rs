@@ -33,6 +33,34 @@ impl InvalidParams {
 /// override them.
 const RESERVED_ENV: &[&str] = &["CODEX_HOME", "CODEX_RUNNER_RUN_ID"];
 
+/// Longest run id accepted, in bytes.
+pub const MAX_RUN_ID_BYTES: usize = 4096;
+
+/// A run id goes where a control character breaks things: into codex's
+/// environment (`CODEX_RUNNER_RUN_ID`, where a NUL cannot be) and into the
+/// `X-Codex-Runner-Run-Id` header to every HTTP MCP server (where CR or LF
+/// would inject a header). Refused up front, so the run ends with a reason
+/// rather than failing later as if codex could not be started.
+pub(crate) fn validate_run_id(id: &str) -> Result<(), InvalidParams> {
+    if id.len() > MAX_RUN_ID_BYTES {
+        return Err(InvalidParams::new(
+            "id",
+            format!(
+                "id: {} bytes long, over the limit of {MAX_RUN_ID_BYTES}",
+                id.len()
+            ),
+        ));
+    }
+    if id.chars().any(|c| c.is_ascii_control()) {
+        return Err(InvalidParams::new("id", format!("id: {CONTROL_IN_HEADER}")));
+    }
+    Ok(())
+}
+
+/// Why a value that reaches an HTTP header may not hold control characters.
+const CONTROL_IN_HEADER: &str = "must not contain control characters (U+0000 to U+001F, U+007F): \
+it is sent to HTTP MCP servers in a header";
+
 /// The tool namespace codex gives a server's tools: `mcp__` + the name with
 /// every character outside `[A-Za-z0-9_]` replaced by `_`.
 pub fn tool_namespace(server_name: &str) -> String {
@@ -66,6 +94,12 @@ pub(crate) fn validate(p: &RunParams) -> Result<(), InvalidParams> {
             return Err(InvalidParams::new(
                 "params.resume",
                 "params.resume: a thread id cannot start with '-'",
+            ));
+        }
+        if resume.chars().any(|c| c.is_ascii_control()) {
+            return Err(InvalidParams::new(
+                "params.resume",
+                format!("params.resume: {CONTROL_IN_HEADER}"),
             ));
         }
     }

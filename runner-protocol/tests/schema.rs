@@ -24,8 +24,10 @@ use schemars::{schema_for, JsonSchema, Schema};
 enum Request {
     /// Start one turn.
     Run {
-        /// Chosen by the client; unique among runs that have not ended.
-        #[schemars(length(min = 1))]
+        /// Chosen by the client; unique among runs that have not ended. At
+        /// most 4096 bytes, without control characters (codex gets it in its
+        /// environment and HTTP MCP servers in a header).
+        #[schemars(length(min = 1, max = 4096), pattern(r"^[^\u0000-\u001f\u007f]*$"))]
         id: String,
         /// The turn's params. Exactly one of `input` and `prompt` is required.
         params: RunParams,

@@ -141,6 +141,21 @@ fn table() -> Vec<(&'static str, Vec<u8>, Expect)> {
             End("p3", "invalid_params"),
         ),
         (
+            "newline in the id (codex gets it in a header)",
+            run_line("id\nX-Evil: 1", json!({"prompt": "x"})),
+            End("id\nX-Evil: 1", "invalid_params"),
+        ),
+        (
+            "escaped NUL in the id (codex gets it in its environment)",
+            raw(r#"{"type":"run","id":"n\u0000l","params":{"prompt":"x"}}"#),
+            End("n\0l", "invalid_params"),
+        ),
+        (
+            "an id over 4096 bytes",
+            run_line(&"L".repeat(4097), json!({"prompt": "x"})),
+            End("L".repeat(4097).leak(), "invalid_params"),
+        ),
+        (
             "unknown top-level field",
             raw(r#"{"type":"run","id":"p4","params":{"prompt":"x"},"priority":1}"#),
             End("p4", "invalid_params"),
@@ -427,7 +442,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         any::<f64>().prop_map(|f| json!(f)),
-        "[ -~\\PC]{0,12}".prop_map(Value::String),
+        // Control characters too, which ids, thread ids and header values
+        // must not carry into codex.
+        "[ -~\\PC\\x00\\t\\n\\r\\x7f]{0,12}".prop_map(Value::String),
         prop_oneof![
             Just("run"),
             Just("cancel"),
@@ -480,7 +497,9 @@ proptest! {
     fn accepted_requests_uphold_the_invariants(value in json_value()) {
         let line = serde_json::to_vec(&value).unwrap();
         if let Ok(runner_protocol::Request::Run { id, params: Ok(params) }) = runner_protocol::decode_request(&line) {
-            prop_assert!(!id.is_empty());
+            prop_assert!(!id.is_empty() && id.len() <= runner_protocol::MAX_RUN_ID_BYTES);
+            prop_assert!(!id.chars().any(|c| c.is_ascii_control()));
+            prop_assert!(!params.resume.iter().any(|r| r.chars().any(|c| c.is_ascii_control())));
             prop_assert!(!params.prompt_text().trim().is_empty());
             for (name, server) in &params.mcp_servers {
                 prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "_:@/.-".contains(c)));
