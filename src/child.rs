@@ -32,6 +32,10 @@ pub enum SpawnError {
     /// processes or of memory: no fault of the executable.
     #[error("cannot start codex: {}", resources_hint(.0))]
     OutOfResources(#[source] std::io::Error),
+    /// The turn's arguments and environment are more than `exec` takes
+    /// (`E2BIG`): no fault of the executable either.
+    #[error("cannot start codex: its arguments and environment are too large for exec (each argument or `NAME=value` at most 128 KiB, all together a quarter of the stack limit): shorten params.env values or the paths given")]
+    TooLarge(#[source] std::io::Error),
     /// The executable exists but cannot be run.
     #[error("codex executable is not runnable: {path}")]
     NotRunnable {
@@ -105,6 +109,7 @@ pub async fn spawn(
             Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => {
                 SpawnError::OutOfResources(source)
             }
+            Some(libc::E2BIG) => SpawnError::TooLarge(source),
             _ => SpawnError::NotRunnable { path, source },
         }
     };

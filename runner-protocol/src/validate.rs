@@ -126,6 +126,15 @@ pub(crate) fn validate(p: &RunParams) -> Result<(), InvalidParams> {
             ));
         }
     }
+    if let Some(hierarchy) = &p.agent_instance_hierarchy {
+        // Exported to codex's environment, where a NUL cannot be.
+        if hierarchy.contains('\0') {
+            return Err(InvalidParams::new(
+                "params.agent_instance_hierarchy",
+                "params.agent_instance_hierarchy: must not contain NUL",
+            ));
+        }
+    }
     env_map("params.env", &p.env)?;
     for name in RESERVED_ENV {
         if p.env.contains_key(*name) {

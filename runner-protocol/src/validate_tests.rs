@@ -158,4 +158,13 @@ fn argv_values_env_and_config() {
     let mut p = with_prompt();
     p.timeout_secs = Some(0.0);
     assert_eq!(validate(&p).unwrap_err().field, "params.timeout_secs");
+    let mut p = with_prompt();
+    p.agent_instance_hierarchy = Some("a\0b".into());
+    assert_eq!(
+        validate(&p).unwrap_err().field,
+        "params.agent_instance_hierarchy"
+    );
+    let mut p = with_prompt();
+    p.resume = Some("t\r\nX-Evil: 1".into());
+    assert!(validate(&p).unwrap_err().message.contains("header"));
 }

@@ -142,6 +142,23 @@ async fn spawn_failure_and_config_errors() {
     assert!(d.leftover_turn_files().is_empty());
     d.assert_clean_exit().await;
 
+    // More than exec takes: named as such, not blamed on the executable.
+    let mut d = Daemon::start().await;
+    d.run(
+        "e2big",
+        json!({"prompt": "x", "env": {"HUGE": "v".repeat(200 * 1024)}}),
+    )
+    .await;
+    let run = d.collect_one("e2big").await;
+    assert_eq!(run.code(), Some("spawn_failed"));
+    assert!(
+        run.error().contains("too large for exec") && !run.error().contains("not runnable"),
+        "{}",
+        run.end
+    );
+    assert!(d.leftover_turn_files().is_empty());
+    d.assert_clean_exit().await;
+
     let mut d = Daemon::builder()
         .base_config("model = = broken")
         .start()
