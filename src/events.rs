@@ -72,18 +72,24 @@ impl TurnState {
             self.non_json_lines += 1;
             return EventPeek::NotJson;
         }
+        // JSON text is UTF-8 (RFC 8259), and so is our stdout: a line that
+        // is not is not forwarded. Codex's lines always are; the scanner
+        // notes any byte above ASCII, so only such lines are checked again.
+        let utf8 = |non_ascii: bool| !non_ascii || std::str::from_utf8(line).is_ok();
         match scan::object(line) {
-            scan::Scan::Invalid => {
+            scan::Scan::Valid { kind, non_ascii } if utf8(non_ascii) => {
+                if !kind.is_some_and(is_learned_from) {
+                    return EventPeek::Event {
+                        thread_started: None,
+                    };
+                }
+            }
+            // An odd line: the full peek below.
+            scan::Scan::Unsure if utf8(true) => {}
+            _ => {
                 self.non_json_lines += 1;
                 return EventPeek::NotJson;
             }
-            scan::Scan::Valid { kind } if !kind.is_some_and(is_learned_from) => {
-                return EventPeek::Event {
-                    thread_started: None,
-                }
-            }
-            // A line we learn from, or an odd one: the full peek below.
-            _ => {}
         }
         let peek: Peek = match serde_json::from_slice(line) {
             Ok(peek) => peek,
@@ -280,8 +286,8 @@ fn is_learned_from(kind: &[u8]) -> bool {
 /// the tests check the two agree): RFC 8259 grammar, whitespace is space, tab,
 /// CR and LF only, no control characters in strings, valid escapes, no
 /// trailing characters; like serde_json, it does not check UTF-8 inside
-/// strings. It also finds the first top-level `"type"` whose value is a
-/// string without escapes.
+/// strings, but it says whether it saw any byte above ASCII. It also finds
+/// the first top-level `"type"` whose value is a string without escapes.
 pub(crate) mod scan {
     /// What [`object`] found.
     #[derive(Debug, PartialEq, Eq)]
@@ -290,6 +296,10 @@ pub(crate) mod scan {
         Valid {
             /// The raw bytes of the `type` value, without quotes.
             kind: Option<&'a [u8]>,
+            /// Whether the line has a byte of 0x80 or above (in a string:
+            /// anywhere else it is not JSON), so that only such lines need
+            /// their UTF-8 checked.
+            non_ascii: bool,
         },
         /// Not JSON.
         Invalid,
@@ -310,8 +320,10 @@ pub(crate) mod scan {
 
     /// Index of the first `"`, `\` or control character at or after `i`:
     /// 16 bytes at a time with SSE2 (every x86-64 has it), the rest as below.
+    /// Sets `high` if a byte it read (up to the end of the last block, so
+    /// possibly past the one found) is 0x80 or above.
     #[cfg(target_arch = "x86_64")]
-    pub(super) fn special(b: &[u8], mut i: usize) -> usize {
+    pub(super) fn special(b: &[u8], mut i: usize, high: &mut bool) -> usize {
         use std::arch::x86_64::{
             _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
             _mm_set1_epi8, _mm_xor_si128,
@@ -325,29 +337,34 @@ pub(crate) mod scan {
             // by 0x80 (so bytes of 0x80 and above never match).
             let flip = _mm_set1_epi8(i8::MIN);
             let below = _mm_set1_epi8((0x20u8 ^ 0x80) as i8);
+            // The top bit of every byte read: one more instruction a block.
+            let mut tops = 0;
             while i + 16 <= b.len() {
                 let x = _mm_loadu_si128(b.as_ptr().add(i).cast());
+                tops |= _mm_movemask_epi8(x);
                 let hits = _mm_or_si128(
                     _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)),
                     _mm_cmplt_epi8(_mm_xor_si128(x, flip), below),
                 );
                 let mask = _mm_movemask_epi8(hits) as u32;
                 if mask != 0 {
+                    *high |= tops != 0;
                     return i + mask.trailing_zeros() as usize;
                 }
                 i += 16;
             }
+            *high |= tops != 0;
         }
-        special_swar(b, i)
+        special_swar(b, i, high)
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    pub(super) fn special(b: &[u8], i: usize) -> usize {
-        special_swar(b, i)
+    pub(super) fn special(b: &[u8], i: usize, high: &mut bool) -> usize {
+        special_swar(b, i, high)
     }
 
     /// As [`special`], 8 bytes at a time in a `u64`.
-    pub(super) fn special_swar(b: &[u8], mut i: usize) -> usize {
+    pub(super) fn special_swar(b: &[u8], mut i: usize, high: &mut bool) -> usize {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGHS: u64 = 0x8080_8080_8080_8080;
         while i + 8 <= b.len() {
@@ -358,6 +375,7 @@ pub(crate) mod scan {
             // Bytes below 0x20 (bytes of 0x80 and above never match).
             let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
             let hits = zero(quote) | zero(backslash) | control;
+            *high |= x & HIGHS != 0;
             if hits != 0 {
                 // The lowest flagged byte is exact (later ones may not be).
                 return i + (hits.trailing_zeros() / 8) as usize;
@@ -365,6 +383,7 @@ pub(crate) mod scan {
             i += 8;
         }
         while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+            *high |= b[i] >= 0x80;
             i += 1;
         }
         i
@@ -372,10 +391,10 @@ pub(crate) mod scan {
 
     /// A string whose opening quote is at `i - 1`: the index after its
     /// closing quote, and whether it had escapes.
-    fn string(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
+    fn string(b: &[u8], mut i: usize, high: &mut bool) -> Option<(usize, bool)> {
         let mut escaped = false;
         loop {
-            i = special(b, i);
+            i = special(b, i, high);
             match b.get(i)? {
                 b'"' => return Some((i + 1, escaped)),
                 b'\\' => {
@@ -449,6 +468,7 @@ pub(crate) mod scan {
         let mut stack = [0u8; MAX_DEPTH + 1];
         let mut depth = 0;
         let mut kind: Option<&[u8]> = None;
+        let mut high = false;
         // The value being read is the top-level `type`.
         let mut is_type = false;
         let mut i = 0;
@@ -477,7 +497,7 @@ pub(crate) mod scan {
                             continue;
                         }
                         b'"' => {
-                            let (end, escaped) = string(b, i + 1).ok_or(())?;
+                            let (end, escaped) = string(b, i + 1, &mut high).ok_or(())?;
                             if this_is_type && kind.is_none() {
                                 if escaped {
                                     return Ok(Scan::Unsure);
@@ -498,7 +518,7 @@ pub(crate) mod scan {
                     if b.get(i) != Some(&b'"') {
                         return Err(());
                     }
-                    let (end, escaped) = string(b, i + 1).ok_or(())?;
+                    let (end, escaped) = string(b, i + 1, &mut high).ok_or(())?;
                     if depth == 1 {
                         if escaped {
                             // Could spell `type`: let serde decide.
@@ -517,7 +537,10 @@ pub(crate) mod scan {
                     i = ws(b, i);
                     if depth == 0 {
                         return if i == b.len() {
-                            Ok(Scan::Valid { kind })
+                            Ok(Scan::Valid {
+                                kind,
+                                non_ascii: high,
+                            })
                         } else {
                             Err(())
                         };

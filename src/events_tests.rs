@@ -188,7 +188,9 @@ fn codex_error_line_wins_over_long_log_lines() {
 /// change what a line is classified as.
 fn observe_reference(line: &[u8]) -> (EventPeek, Option<String>, bool) {
     let mut state = TurnState::default();
-    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+        || std::str::from_utf8(line).is_err()
+    {
         return (EventPeek::NotJson, None, false);
     }
     let peek = match serde_json::from_slice::<Peek>(line) {
@@ -268,10 +270,12 @@ fn the_scanner_agrees_with_serde_json() {
         );
         match scan::object(line) {
             scan::Scan::Invalid => assert!(!serde_ok, "{:?}", String::from_utf8_lossy(line)),
-            scan::Scan::Valid { kind } => {
+            scan::Scan::Valid { kind, non_ascii } => {
                 if line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
                     assert!(serde_ok, "{:?}", String::from_utf8_lossy(line));
                 }
+                // What decides whether the line's UTF-8 is checked.
+                assert_eq!(non_ascii, !line.is_ascii(), "{line:?}");
                 // A line the reference would learn from never takes the fast path.
                 if reference.2 {
                     assert!(
@@ -353,7 +357,13 @@ fn special_bytes_are_found_wherever_they_are() {
         let line: Vec<u8> = (0..len).map(|i| plain[i % plain.len()]).collect();
         for start in [0, 1, 7, 8, 15, 16, 17, 31, 32] {
             let start = start.min(len);
-            assert_eq!(scan::special(&line, start), len, "none in {len} bytes");
+            let mut high = false;
+            assert_eq!(
+                scan::special(&line, start, &mut high),
+                len,
+                "none in {len} bytes"
+            );
+            assert_eq!(high, !line[start..].is_ascii(), "{len} bytes from {start}");
             for at in 0..len {
                 for byte in [b'"', b'\\', 0x00, 0x09, 0x1f, 0x20, 0x7f, 0x80, 0xff] {
                     let mut line = line.clone();
@@ -362,16 +372,28 @@ fn special_bytes_are_found_wherever_they_are() {
                     if at + 5 < len {
                         line[at + 5] = b'"';
                     }
+                    let found = reference(&line, start);
+                    let (mut high, mut high_swar) = (false, false);
                     assert_eq!(
-                        scan::special(&line, start),
-                        reference(&line, start),
+                        scan::special(&line, start, &mut high),
+                        found,
                         "{byte:#x} at {at} of {len}, from {start}"
                     );
                     assert_eq!(
-                        scan::special_swar(&line, start),
-                        reference(&line, start),
+                        scan::special_swar(&line, start, &mut high_swar),
+                        found,
                         "SWAR: {byte:#x} at {at} of {len}, from {start}"
                     );
+                    // Set for any high byte before the one found, and never
+                    // without one in the rest of the line.
+                    for high in [high, high_swar] {
+                        if !line[start.min(found)..found].is_ascii() {
+                            assert!(high, "{byte:#x} at {at} of {len}, from {start}");
+                        }
+                        if high {
+                            assert!(!line[start..].is_ascii());
+                        }
+                    }
                 }
             }
         }

@@ -114,6 +114,8 @@ fn garbage(ctx: &Ctx) -> i32 {
         it("item_0", "agent_message").val("text", events::echo_text(ctx)),
     );
     out::line(r#"{"type":"broken""#);
+    // Valid JSON but for its UTF-8 (a lone 0xff in a string): not JSON text.
+    out::raw(b"{\"type\":\"item.completed\",\"item\":{\"id\":\"item_9\",\"text\":\"\xff\"}}\n");
     events::turn_completed(ctx);
     0
 }
