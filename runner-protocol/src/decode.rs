@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::codes;
 use crate::params::RunParams;
+use crate::strict::{self, StrictError};
 use crate::validate::{validate, validate_run_id, InvalidParams};
 
 /// A decoded request line.
@@ -66,12 +67,47 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Rejection> {
             format!("request is not valid UTF-8: {e}"),
         )
     })?;
-    let value: Value = serde_json::from_str(text.trim_end_matches('\r')).map_err(|e| {
-        Rejection::new(
-            codes::REJECT_MALFORMED_JSON,
-            format!("request is not valid JSON: {e}"),
-        )
-    })?;
+    let text = text.trim_end_matches('\r');
+    let value = match strict::parse(text) {
+        Ok(value) => value,
+        Err(StrictError::Json(e)) => {
+            return Err(Rejection::new(
+                codes::REJECT_MALFORMED_JSON,
+                format!("request is not valid JSON: {e}"),
+            ))
+        }
+        // Which run, or which kind of request, would be a guess.
+        Err(StrictError::Duplicate { at, key }) if at.is_empty() => {
+            return Err(Rejection::new(
+                codes::REJECT_MALFORMED_JSON,
+                format!("request has the key {key:?} twice"),
+            ))
+        }
+        // The envelope is sound: a run still gets its `end`.
+        Err(StrictError::Duplicate { at, key }) => {
+            let value = serde_json::from_str(text).map_err(|e| {
+                Rejection::new(
+                    codes::REJECT_MALFORMED_JSON,
+                    format!("request is not valid JSON: {e}"),
+                )
+            })?;
+            return match decode_value(value)? {
+                Request::Run { id, .. } => Ok(Request::Run {
+                    id,
+                    params: Err(InvalidParams::new(
+                        format!("{at}.{key}"),
+                        format!("{at}: key {key:?} given twice"),
+                    )),
+                }),
+                other => Ok(other),
+            };
+        }
+    };
+    decode_value(value)
+}
+
+/// Decodes a request already parsed into a value.
+fn decode_value(value: Value) -> Result<Request, Rejection> {
     let Value::Object(mut object) = value else {
         return Err(Rejection::new(
             codes::REJECT_MALFORMED_JSON,

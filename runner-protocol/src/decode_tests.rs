@@ -217,3 +217,30 @@ fn a_resume_id_with_a_control_character_is_refused() {
     assert_eq!(e.field, "params.resume");
     assert!(e.message.contains("header"), "{}", e.message);
 }
+
+#[test]
+fn a_key_given_twice_is_refused_not_guessed() {
+    // In the envelope: which run, or which request, is ambiguous.
+    for line in [
+        r#"{"type":"run","id":"a","id":"b","params":{"prompt":"x"}}"#,
+        r#"{"type":"cancel","type":"run","id":"c","params":{"prompt":"x"}}"#,
+        r#"{"type":"run","id":"d","params":{"prompt":"x"},"params":{"prompt":"y"}}"#,
+    ] {
+        let r = rejected(line);
+        assert_eq!(r.code, codes::REJECT_MALFORMED_JSON, "{line}");
+        assert!(r.message.contains("twice"), "{}", r.message);
+    }
+    // In the params: the run ends, naming the key and its place.
+    let Ok(Request::Run { id, params: Err(e) }) = decode_request(
+        br#"{"type":"run","id":"e","params":{"prompt":"x","env":{"A":"1","A":"2"}}}"#,
+    ) else {
+        panic!("expected the run with invalid params");
+    };
+    assert_eq!(id, "e");
+    assert_eq!(e.field, "params.env.A");
+    assert_eq!(e.message, r#"params.env: key "A" given twice"#);
+    assert_eq!(
+        invalid(r#"{"type":"run","id":"f","params":{"prompt":"x","prompt":"y"}}"#).field,
+        "params.prompt"
+    );
+}

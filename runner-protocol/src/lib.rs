@@ -41,6 +41,7 @@ pub mod events;
 pub mod output;
 mod params;
 pub mod status;
+mod strict;
 mod validate;
 
 pub use decode::{decode_request, Rejection, Request};

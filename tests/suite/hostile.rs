@@ -141,6 +141,21 @@ fn table() -> Vec<(&'static str, Vec<u8>, Expect)> {
             End("p3", "invalid_params"),
         ),
         (
+            "type given twice",
+            raw(r#"{"type":"cancel","type":"run","id":"tt","params":{"prompt":"x"}}"#),
+            Rejected("malformed_json"),
+        ),
+        (
+            "id given twice",
+            raw(r#"{"type":"run","id":"i1","id":"i2","params":{"prompt":"x"}}"#),
+            Rejected("malformed_json"),
+        ),
+        (
+            "a param given twice",
+            raw(r#"{"type":"run","id":"twice","params":{"prompt":"x","prompt":"y"}}"#),
+            End("twice", "invalid_params"),
+        ),
+        (
             "newline in the id (codex gets it in a header)",
             run_line("id\nX-Evil: 1", json!({"prompt": "x"})),
             End("id\nX-Evil: 1", "invalid_params"),
