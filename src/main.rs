@@ -138,8 +138,8 @@ fn main() -> ExitCode {
     let summary = runtime.block_on(async {
         let input = codex_runner::stdio::stdin();
         let output = tokio::io::stdout();
-        // The first SIGTERM/SIGINT stops every turn gracefully; a second one
-        // kills them without waiting out the grace period.
+        // The first SIGTERM/SIGINT/SIGHUP stops every turn gracefully; a
+        // second one kills them without waiting out the grace period.
         let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
         let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
         let mut signals = Signals::new();
@@ -300,26 +300,55 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// SIGTERM and SIGINT, as one stream.
+/// SIGTERM, SIGINT and SIGHUP, as one stream.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    /// `None` when the daemon was started with SIGHUP ignored (`nohup`).
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
+    /// Call before anything else installs a SIGHUP handler.
     fn new() -> Signals {
         use tokio::signal::unix::{signal, SignalKind};
+        // A terminal that closes under a daemon started from it sends
+        // SIGHUP, whose default action would leave the running turns'
+        // dirs (their config.toml holds the request's secrets) and cgroups
+        // for the next start to find: it stops the daemon as SIGTERM does.
+        // Unless the parent chose to ignore it: that choice stands.
+        let hup = (!ignored(libc::SIGHUP))
+            .then(|| signal(SignalKind::hangup()).expect("installing a SIGHUP handler"));
         Signals {
             term: signal(SignalKind::terminate()).expect("installing a SIGTERM handler"),
             int: signal(SignalKind::interrupt()).expect("installing a SIGINT handler"),
+            hup,
         }
     }
 
-    /// The next SIGTERM or SIGINT.
+    /// The next SIGTERM, SIGINT or SIGHUP.
     async fn next(&mut self) {
+        let hup = async {
+            match &mut self.hup {
+                Some(hup) => hup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.term.recv() => tracing::info!("SIGTERM received"),
             _ = self.int.recv() => tracing::info!("SIGINT received"),
+            _ = hup => tracing::info!("SIGHUP received"),
         }
+    }
+}
+
+/// Whether `signal` is ignored (as the parent left it: call it before any
+/// handler is installed).
+fn ignored(signal: libc::c_int) -> bool {
+    // SAFETY: reads the disposition into a zeroed struct; changes nothing.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
     }
 }

@@ -82,6 +82,7 @@ pub struct DaemonBuilder {
     turn_root: Option<Arc<tempfile::TempDir>>,
     open_files: Option<(u64, Option<u64>)>,
     inherited_fd: Option<i32>,
+    ignored_signal: Option<i32>,
 }
 
 impl DaemonBuilder {
@@ -117,6 +118,12 @@ impl DaemonBuilder {
     /// without close-on-exec, as a careless parent would leave one.
     pub fn inherited_fd(mut self, fd: i32) -> Self {
         self.inherited_fd = Some(fd);
+        self
+    }
+
+    /// Starts the daemon with `signal` ignored, as `nohup` does SIGHUP.
+    pub fn ignore_signal(mut self, signal: i32) -> Self {
+        self.ignored_signal = Some(signal);
         self
     }
 
@@ -184,6 +191,17 @@ impl DaemonBuilder {
                 });
             }
         }
+        if let Some(signal) = self.ignored_signal {
+            // SAFETY: signal() only, between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::signal(signal, libc::SIG_IGN) == libc::SIG_ERR {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.spawn().expect("spawning codex-runner");
         drop(dev_null);
         let stdin = child.stdin.take();
@@ -240,6 +258,7 @@ impl Daemon {
             turn_root: None,
             open_files: None,
             inherited_fd: None,
+            ignored_signal: None,
         }
     }
 

@@ -181,6 +181,57 @@ async fn sigterm_ends_every_run_with_shutdown_and_exits_within_the_grace() {
     );
 }
 
+/// The bit of `signal` in a `/proc/<pid>/status` mask line such as `SigIgn`.
+fn in_mask(pid: u32, line: &str, signal: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(":"))
+        .unwrap_or_else(|| panic!("no {line} in {status}"));
+    u64::from_str_radix(mask.trim(), 16).unwrap() & (1 << (signal - 1)) != 0
+}
+
+#[tokio::test]
+async fn sighup_stops_the_daemon_as_sigterm_does_unless_it_was_ignored() {
+    // A closing terminal: the turn ends with shutdown and its dir (which
+    // held the request's config) goes, rather than waiting for a next start.
+    let mut d = Daemon::builder()
+        .arg("--kill-grace")
+        .arg("0.5")
+        .start()
+        .await;
+    d.run(
+        "t",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
+    )
+    .await;
+    d.wait_turn_started("t").await;
+    d.signal(libc::SIGHUP);
+    let (runs, _) = d.collect(&["t"]).await;
+    assert_eq!(runs["t"].code(), Some("shutdown"), "{}", runs["t"].end);
+    assert!(d.wait_exit().await.success());
+    assert!(d.leftover_turn_dirs().is_empty());
+
+    // Started under nohup: SIGHUP stays ignored (the kernel drops it), and
+    // the runs go on.
+    let mut d = Daemon::builder().ignore_signal(libc::SIGHUP).start().await;
+    d.run(
+        "h",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
+    )
+    .await;
+    d.wait_turn_started("h").await;
+    assert!(in_mask(d.pid(), "SigIgn", libc::SIGHUP));
+    d.signal(libc::SIGHUP);
+    assert!(in_mask(d.pid(), "SigIgn", libc::SIGHUP));
+    d.cancel("h").await;
+    d.run("after", json!({"prompt": "x"})).await;
+    let (runs, _) = d.collect(&["h", "after"]).await;
+    assert_eq!(runs["h"].code(), Some("cancelled"), "{}", runs["h"].end);
+    runs["after"].assert_ok();
+    d.assert_clean_exit().await;
+}
+
 #[tokio::test]
 async fn a_second_sigterm_skips_the_grace_period() {
     // A grace longer than the harness's read timeout: only the second
