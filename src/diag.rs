@@ -5,7 +5,6 @@
 //! text from codex passes through the run's [`Redactor`] first.
 
 use std::collections::VecDeque;
-use std::io::Write;
 
 use runner_protocol::output::StderrLine;
 use runner_protocol::{DiagLevel, RunParams};
@@ -20,28 +19,37 @@ const STDERR_LINE_LIMIT: usize = 4096;
 /// Longest sample of a dropped stdout line in a diag.
 const SAMPLE_CHARS: usize = 200;
 
-/// Writes one diag line to stderr (one write call, so it never interleaves
-/// with log lines).
+/// Queues one diag line for stderr, whole, so it never interleaves with log
+/// lines.
 pub fn emit(id: &str, level: DiagLevel, message: &str) {
-    let line = StderrLine::Diag {
+    crate::stderr::write(&diag_line(id, level, message));
+}
+
+/// As [`emit`], for a line of codex's own stderr: the first to be dropped
+/// when stderr is not being read (see [`crate::stderr`]).
+fn emit_codex_stderr(id: &str, level: DiagLevel, message: &str) {
+    crate::stderr::write_bulk(&diag_line(id, level, message));
+}
+
+fn diag_line(id: &str, level: DiagLevel, message: &str) -> Vec<u8> {
+    stderr_line(&StderrLine::Diag {
         id: id.to_owned(),
         level,
         message: message.to_owned(),
-    };
-    write_stderr_line(&line);
+    })
 }
 
 /// Writes a `fatal` line: the daemon cannot go on.
 pub fn fatal(message: &str) {
-    write_stderr_line(&StderrLine::Fatal {
+    crate::stderr::write(&stderr_line(&StderrLine::Fatal {
         message: message.to_owned(),
-    });
+    }));
 }
 
-fn write_stderr_line(line: &StderrLine) {
+fn stderr_line(line: &StderrLine) -> Vec<u8> {
     let mut bytes = serde_json::to_vec(line).expect("stderr lines serialise");
     bytes.push(b'\n');
-    let _ = std::io::stderr().lock().write_all(&bytes);
+    bytes
 }
 
 /// Replaces the run's secret values (HTTP header values, env values) with
@@ -173,7 +181,7 @@ impl StderrForwarder {
         if text.is_empty() {
             return;
         }
-        emit(&self.id, level_of(&text), &format!("codex: {text}"));
+        emit_codex_stderr(&self.id, level_of(&text), &format!("codex: {text}"));
         if self.tail.len() == STDERR_TAIL_LINES {
             self.tail.pop_front();
         }

@@ -28,6 +28,7 @@ pub mod reader;
 pub mod settings;
 pub mod spawn;
 pub mod spawner;
+pub mod stderr;
 pub mod stdio;
 pub mod turn;
 pub mod writer;

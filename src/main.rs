@@ -99,7 +99,18 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every stderr line from here on goes through its own thread, so a
+    // client that does not read stderr cannot stall the turns.
+    codex_runner::stderr::start();
     init_logging(cli.log_format);
+    let code = run(cli);
+    // What is still queued for stderr (the exit log, a `fatal`), unless
+    // nobody reads it: that must not keep the daemon from exiting.
+    codex_runner::stderr::flush(Duration::from_secs(2));
+    code
+}
+
+fn run(cli: Cli) -> ExitCode {
     if let Err(e) = codex_runner::inherited_fds::keep_from_children() {
         tracing::warn!("inherited descriptors may reach codex: {e}");
     }
@@ -293,7 +304,7 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(codex_runner::stderr::LogWriter::default);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),

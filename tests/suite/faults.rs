@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::harness::Daemon;
+use super::harness::{Daemon, READ_TIMEOUT};
 
 fn scenario(name: &str) -> serde_json::Value {
     json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": name}})
@@ -113,6 +113,51 @@ async fn stderr_floods_are_bounded_and_their_tail_explains_a_failure() {
     assert!(run.error().len() < 2100, "the error is one bounded line");
     assert!(!run.error().contains('\n'));
     d.assert_clean_exit().await;
+}
+
+/// A client that reads only stdout: once stderr's pipe is full, codex's
+/// stderr is dropped (and counted), but no run waits on it. Before, the
+/// daemon blocked in its write to stderr and every run with it.
+#[tokio::test]
+async fn an_unread_stderr_holds_up_no_run() {
+    let mut d = Daemon::builder().hold_stderr().start().await;
+    // About 2 MiB of diag lines: past the pipe and the daemon's queue.
+    d.run(
+        "flood",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "stderr_noise", "FAKE_CODEX_STDERR_LINES": "30000"}}),
+    )
+    .await;
+    d.collect_one("flood").await.assert_ok();
+    d.run("after", json!({"prompt": "x"})).await;
+    d.collect_one("after").await.assert_ok();
+
+    d.release_stderr();
+    d.wait_for_stderr("stderr lines were dropped while stderr was not being read")
+        .await;
+    let forwarded = d.diags("flood").len();
+    assert!(
+        (1000..30_000).contains(&forwarded),
+        "{forwarded} of 30000 lines forwarded"
+    );
+    d.assert_clean_exit().await;
+
+    // Nor does it keep the daemon from exiting: what is still queued for
+    // stderr is given up after a bounded wait.
+    let mut d = Daemon::builder().hold_stderr().start().await;
+    d.run(
+        "flood",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "stderr_noise", "FAKE_CODEX_STDERR_LINES": "30000"}}),
+    )
+    .await;
+    d.collect_one("flood").await.assert_ok();
+    d.close_stdin().await;
+    let status = tokio::time::timeout(READ_TIMEOUT, d.child.wait())
+        .await
+        .expect("the daemon waited for a stderr nobody reads")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    d.release_stderr();
+    d.wait_exit().await;
 }
 
 #[tokio::test]

@@ -83,6 +83,7 @@ pub struct DaemonBuilder {
     open_files: Option<(u64, Option<u64>)>,
     inherited_fd: Option<i32>,
     ignored_signal: Option<i32>,
+    hold_stderr: bool,
 }
 
 impl DaemonBuilder {
@@ -124,6 +125,13 @@ impl DaemonBuilder {
     /// Starts the daemon with `signal` ignored, as `nohup` does SIGHUP.
     pub fn ignore_signal(mut self, signal: i32) -> Self {
         self.ignored_signal = Some(signal);
+        self
+    }
+
+    /// Leaves the daemon's stderr unread until [`Daemon::release_stderr`],
+    /// as a client that reads only stdout would.
+    pub fn hold_stderr(mut self) -> Self {
+        self.hold_stderr = true;
         self
     }
 
@@ -211,7 +219,9 @@ impl DaemonBuilder {
         let sink = stderr_lines.clone();
         let stderr_grew = Arc::new(tokio::sync::Notify::new());
         let grew = stderr_grew.clone();
+        let (stderr_release, mut released) = tokio::sync::watch::channel(!self.hold_stderr);
         let stderr_task = tokio::spawn(async move {
+            let _ = released.wait_for(|released| *released).await;
             while let Ok(Some(line)) = stderr.next_line().await {
                 sink.lock().unwrap().push(line);
                 grew.notify_waiters();
@@ -224,6 +234,7 @@ impl DaemonBuilder {
             stderr_lines,
             stderr_task: Some(stderr_task),
             stderr_grew,
+            stderr_release,
             pending: Vec::new(),
             base_home,
             turn_root,
@@ -241,6 +252,8 @@ pub struct Daemon {
     stderr_task: Option<tokio::task::JoinHandle<()>>,
     /// Woken whenever a stderr line arrives.
     stderr_grew: Arc<tokio::sync::Notify>,
+    /// Lets a held stderr be read (see [`DaemonBuilder::hold_stderr`]).
+    stderr_release: tokio::sync::watch::Sender<bool>,
     /// Lines read but not yet consumed by a collect call.
     pending: Vec<String>,
     pub base_home: tempfile::TempDir,
@@ -259,6 +272,7 @@ impl Daemon {
             open_files: None,
             inherited_fd: None,
             ignored_signal: None,
+            hold_stderr: false,
         }
     }
 
@@ -504,6 +518,11 @@ impl Daemon {
             .unwrap_or_else(|_| {
                 panic!("no stderr line with {needle:?}; stderr:\n{}", self.stderr())
             });
+    }
+
+    /// Starts reading a stderr held by [`DaemonBuilder::hold_stderr`].
+    pub fn release_stderr(&self) {
+        self.stderr_release.send_replace(true);
     }
 
     pub fn stderr(&self) -> String {
