@@ -27,10 +27,12 @@ pub fn run(
     let mut refused = 0;
     for (index, line) in input.split(b'\n').enumerate() {
         let line = line?;
+        let line_no = index as u64 + 1;
+        let line = crate::reader::without_bom(line_no, &line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let verdict = check_line(home, index as u64 + 1, &line);
+        let verdict = check_line(home, line_no, line);
         if !verdict.ok {
             refused += 1;
         }
@@ -159,7 +161,9 @@ mod tests {
             turn_root: base.path().to_path_buf(),
             idle: Default::default(),
         };
+        // Saved by a Windows tool: a byte order mark first, read past.
         let input = concat!(
+            "\u{feff}",
             r#"{"type":"run","id":"a","params":{"prompt":"x","model":"m","env":{"K":"env-secret"},"mcp_servers":{"s":{"url":"http://h/","http_headers":{"Authorization":"Bearer req-secret"}}}}}"#,
             "\n\n",
             r#"{"type":"run","id":"b","params":{"prompt":"x","mcp_servers":{"s":{"url":"ftp://h"}}}}"#,

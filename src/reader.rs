@@ -12,6 +12,16 @@ use crate::lines::{Frame, LineFramer};
 /// read, and a full channel simply stops us reading stdin.
 pub const INBOUND_CAPACITY: usize = 64;
 
+/// Line `line_no` without the UTF-8 byte order mark that an editor or a
+/// Windows tool may put at the start of a file, if it is the first line.
+/// (RFC 8259 lets a reader ignore it; on any later line it is an error.)
+pub fn without_bom(line_no: u64, line: &[u8]) -> &[u8] {
+    match line.strip_prefix(b"\xef\xbb\xbf") {
+        Some(rest) if line_no == 1 => rest,
+        _ => line,
+    }
+}
+
 /// Reads until EOF (or until the dispatcher is gone). Blank lines are
 /// skipped: they carry no request.
 pub async fn run_reader<R: AsyncRead + Unpin>(input: R, limit: usize, tx: mpsc::Sender<Inbound>) {
@@ -29,8 +39,13 @@ pub async fn run_reader<R: AsyncRead + Unpin>(input: R, limit: usize, tx: mpsc::
         line_no += 1;
         let inbound = match frame {
             Frame::TooLong { len } => Inbound::TooLong(line_no, len),
-            Frame::Line(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Frame::Line(line) => Inbound::Decoded(line_no, decode_request(&line)),
+            Frame::Line(line) => {
+                let line = without_bom(line_no, &line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                Inbound::Decoded(line_no, decode_request(line))
+            }
         };
         if tx.send(inbound).await.is_err() {
             break;

@@ -68,6 +68,12 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Rejection> {
         )
     })?;
     let text = text.trim_end_matches('\r');
+    if text.starts_with('\u{feff}') {
+        return Err(Rejection::new(
+            codes::REJECT_MALFORMED_JSON,
+            "request starts with a byte order mark (U+FEFF), which only the first line of the input may have",
+        ));
+    }
     let value = match strict::parse(text) {
         Ok(value) => value,
         Err(StrictError::Json(e)) => {

@@ -244,3 +244,10 @@ fn a_key_given_twice_is_refused_not_guessed() {
         "params.prompt"
     );
 }
+
+#[test]
+fn a_byte_order_mark_is_named() {
+    let r = rejected("\u{feff}{\"type\":\"status\"}");
+    assert_eq!(r.code, codes::REJECT_MALFORMED_JSON);
+    assert!(r.message.contains("byte order mark"), "{}", r.message);
+}

@@ -221,6 +221,30 @@ async fn every_bad_line_gets_an_answer_and_live_runs_are_undisturbed() {
     d.assert_clean_exit().await;
 }
 
+/// A file saved by a Windows tool starts with a UTF-8 byte order mark:
+/// allowed on the first line of the input (RFC 8259 lets a reader ignore
+/// it), named as the error on any other.
+#[tokio::test]
+async fn a_byte_order_mark_is_read_past_on_the_first_line_only() {
+    let mut d = Daemon::start().await;
+    d.send_raw(b"\xef\xbb\xbf{\"type\":\"run\",\"id\":\"bom\",\"params\":{\"prompt\":\"x\"}}\n")
+        .await;
+    d.collect_one("bom").await.assert_ok();
+    d.send_raw(b"\xef\xbb\xbf{\"type\":\"run\",\"id\":\"bom2\",\"params\":{\"prompt\":\"x\"}}\n")
+        .await;
+    let answer = d.next_line().await;
+    assert_eq!(answer["type"], "rejected", "{answer}");
+    assert_eq!(answer["line"], 2);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("byte order mark"),
+        "{answer}"
+    );
+    d.assert_clean_exit().await;
+}
+
 #[tokio::test]
 async fn cancel_stops_a_running_turn_and_a_queued_one() {
     let mut d = Daemon::builder()
