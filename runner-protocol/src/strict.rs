@@ -52,10 +52,21 @@ enum Path<'a> {
 
 impl fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A key with a control character is quoted, so the message stays one line.
+        let key = |f: &mut fmt::Formatter<'_>, key: &str| {
+            if key.chars().any(char::is_control) {
+                write!(f, "{key:?}")
+            } else {
+                f.write_str(key)
+            }
+        };
         match self {
             Path::Root => Ok(()),
-            Path::Key(Path::Root, key) => write!(f, "{key}"),
-            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Path::Key(Path::Root, k) => key(f, k),
+            Path::Key(parent, k) => {
+                write!(f, "{parent}.")?;
+                key(f, k)
+            }
             Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
         }
     }
@@ -182,6 +193,11 @@ mod tests {
         assert_eq!(
             duplicate(r#"{"x":[{"k":1},{"k":1,"k":2}]}"#),
             ("x[1]".into(), "k".into())
+        );
+        assert_eq!(
+            duplicate(r#"{"a\nb":{"k":1,"k":2}}"#),
+            (r#""a\nb""#.into(), "k".into()),
+            "one line"
         );
         // Equal keys in different objects are fine.
         assert!(parse(r#"{"a":{"k":1},"b":{"k":1}}"#).is_ok());
