@@ -52,7 +52,7 @@ where
 
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let max_request_bytes = settings.max_request_bytes;
-    let max_concurrent = settings.max_concurrent;
+    let (max_concurrent, max_queued) = (settings.max_concurrent, settings.max_queued);
     let ctx = Arc::new(TurnContext {
         settings: Arc::new(settings),
         out,
@@ -69,7 +69,7 @@ where
             Ok(()) = stdout_failed_rx => tracing::error!("stdout closed: stopping every run"),
         }
     };
-    let totals = Dispatcher::new(ctx, max_concurrent)
+    let totals = Dispatcher::new(ctx, max_concurrent, max_queued)
         .run(inbound_rx, notice_rx, shutdown, kill_now)
         .await;
     // The reader may be blocked on stdin that never closes (shutdown case).

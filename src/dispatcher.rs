@@ -63,6 +63,7 @@ pub struct Totals {
 pub struct Dispatcher {
     ctx: Arc<TurnContext>,
     max_concurrent: usize,
+    max_queued: usize,
     live: HashMap<String, Live>,
     /// Ids of queued runs, in arrival order.
     queue: VecDeque<String>,
@@ -74,11 +75,13 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher that starts at most `max_concurrent` turns at once.
-    pub fn new(ctx: Arc<TurnContext>, max_concurrent: usize) -> Self {
+    /// A dispatcher that starts at most `max_concurrent` turns at once and
+    /// keeps at most `max_queued` runs waiting.
+    pub fn new(ctx: Arc<TurnContext>, max_concurrent: usize, max_queued: usize) -> Self {
         Dispatcher {
             ctx,
             max_concurrent: max_concurrent.max(1),
+            max_queued,
             live: HashMap::new(),
             queue: VecDeque::new(),
             running: 0,
@@ -203,6 +206,21 @@ impl Dispatcher {
                         let end = End::error(id, codes::END_INVALID_PARAMS, invalid.message);
                         let _ = self.ctx.out.send_end(end).await;
                     }
+                    Ok(params) if self.queue_is_full_for(&params) => {
+                        // A bound on memory: each waiting run holds its
+                        // request, and a client that never stops sending
+                        // would otherwise grow the daemon until it is killed.
+                        self.totals.refused += 1;
+                        tracing::info!(run = %id, waiting = self.queue.len(), "refused run: queue full");
+                        let error = format!(
+                            "{} runs are already waiting for a slot or their thread (--max-queued {}): send it again once some have ended",
+                            self.queue.len(),
+                            self.max_queued
+                        );
+                        let mut end = End::error(id, codes::END_QUEUE_FULL, error);
+                        end.thread_id = params.resume;
+                        let _ = self.ctx.out.send_end(end).await;
+                    }
                     Ok(params) => {
                         self.totals.accepted += 1;
                         tracing::debug!(run = %id, "queued");
@@ -261,6 +279,17 @@ impl Dispatcher {
             request_id,
         };
         let _ = self.ctx.out.send_rejected(rejected).await;
+    }
+
+    /// Whether a run with `params` would have to wait, with `--max-queued`
+    /// runs waiting already.
+    fn queue_is_full_for(&self, params: &RunParams) -> bool {
+        let would_wait = self.running >= self.max_concurrent
+            || params
+                .resume
+                .as_ref()
+                .is_some_and(|t| self.busy_threads.contains_key(t));
+        would_wait && self.queue.len() >= self.max_queued
     }
 
     /// Starts queued runs, in arrival order, while there is room. A run
@@ -361,6 +390,7 @@ impl Dispatcher {
             running,
             queued,
             max_concurrent: self.max_concurrent,
+            max_queued: self.max_queued,
             uptime_ms: ms(self.born),
             totals: StatusTotals {
                 accepted: self.totals.accepted,

@@ -46,6 +46,13 @@ struct Cli {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_concurrent: u32,
 
+    /// Runs waiting at once for a slot (or for their thread's running
+    /// turn); a run that would wait beyond this ends at once with code
+    /// `queue_full`. Each waiting run holds its request in memory (about
+    /// 1 KB plus its prompt). 0: never queue.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    max_queued: u32,
+
     /// Default time limit of one turn, in seconds (0: none). A request's
     /// `timeout_secs` overrides it. Codex retries an unreachable model
     /// forever, so only a limit frees a stuck turn's slot.
@@ -278,6 +285,7 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
             idle: Default::default(),
         },
         max_concurrent: cli.max_concurrent as usize,
+        max_queued: cli.max_queued as usize,
         turn_timeout: (!turn_timeout.is_zero()).then_some(turn_timeout),
         kill_grace: seconds("kill-grace", cli.kill_grace)?,
         max_event_bytes: cli.max_event_bytes,

@@ -19,6 +19,8 @@ pub struct Settings {
     pub home: HomeSettings,
     /// Turns running at once; more wait in arrival order.
     pub max_concurrent: usize,
+    /// Runs waiting at once (for a slot or their thread); more are refused.
+    pub max_queued: usize,
     /// Default per-turn time limit (`None`: no limit).
     pub turn_timeout: Option<Duration>,
     /// Time between SIGINT to codex and SIGKILL to its process group.

@@ -27,6 +27,9 @@ pub const END_CONFIG_ERROR: &str = "config_error";
 pub const END_PROTOCOL_ERROR: &str = "protocol_error";
 /// An I/O error talking to the child.
 pub const END_IO_ERROR: &str = "io_error";
+/// The run would have waited, and `--max-queued` runs were waiting already:
+/// it was not accepted. Send it again once some runs have ended.
+pub const END_QUEUE_FULL: &str = "queue_full";
 
 /// The line is not valid JSON, or not a JSON object.
 pub const REJECT_MALFORMED_JSON: &str = "malformed_json";

@@ -16,6 +16,9 @@ pub struct StatusReport {
     pub queued: Vec<RunStatus>,
     /// The `--max-concurrent` limit.
     pub max_concurrent: usize,
+    /// The `--max-queued` limit (0 from a daemon that predates it).
+    #[serde(default)]
+    pub max_queued: usize,
     /// Milliseconds since the daemon started.
     pub uptime_ms: u64,
     /// Counts since the daemon started.

@@ -63,6 +63,52 @@ async fn the_queue_keeps_arrival_order() {
     d.assert_clean_exit().await;
 }
 
+/// Waiting runs hold their requests in memory: past `--max-queued`, a run
+/// that would wait is refused at once (with its own `end`), and one that
+/// can start is not.
+#[tokio::test]
+async fn runs_beyond_max_queued_end_at_once_with_queue_full() {
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("2")
+        .arg("--max-queued")
+        .arg("2")
+        .start()
+        .await;
+    let gate = Gate::new();
+    d.run("holder", json!({"prompt": "x", "env": gate.env()}))
+        .await;
+    let started = d
+        .wait_for(|l| l["id"] == "holder" && l["event"]["type"] == "thread.started")
+        .await;
+    let thread = started["event"]["thread_id"].as_str().unwrap().to_owned();
+    // One slot is free, but a turn on the holder's thread must wait for it.
+    d.run("w1", json!({"prompt": "x", "resume": thread})).await;
+    d.run("w2", json!({"prompt": "x", "resume": thread})).await;
+    d.run("w3", json!({"prompt": "x", "resume": thread})).await;
+    let full = d.wait_for(|l| l["id"] == "w3").await;
+    assert_eq!(full["type"], "end", "{full}");
+    assert_eq!(full["code"], "queue_full", "{full}");
+    assert!(
+        full["error"].as_str().unwrap().contains("--max-queued 2"),
+        "{full}"
+    );
+    assert_eq!(full["thread_id"], thread.as_str());
+    // A run that can start at once takes the free slot, queue or not.
+    d.run("free", json!({"prompt": "x"})).await;
+    d.collect_one("free").await.assert_ok();
+    d.send(json!({"type": "status"})).await;
+    let status = d.wait_for(|l| l["type"] == "status").await;
+    assert_eq!(status["max_queued"], 2);
+    assert_eq!(status["queued"].as_array().unwrap().len(), 2);
+    gate.open().await;
+    let (runs, _) = d.collect(&["holder", "w1", "w2"]).await;
+    for run in runs.values() {
+        run.assert_ok();
+    }
+    d.assert_clean_exit().await;
+}
+
 #[tokio::test]
 async fn a_second_turn_on_a_running_thread_waits_for_it() {
     let mut d = Daemon::start().await;
