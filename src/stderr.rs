@@ -3,17 +3,22 @@
 //! Diag lines, `fatal` and logs all go to stderr. Written in place, a full
 //! stderr pipe (a client that reads only stdout, a stalled log shipper)
 //! blocked the thread that wrote, and with it every turn: runs stopped
-//! ending and the daemon could not exit. Now every line is queued whole, and
-//! one thread of its own writes the queue to fd 2, blocking there if it
-//! must. The queue is bounded: codex's own stderr, which can be any amount,
+//! ending and the daemon could not exit. Now a line is written at once only
+//! if fd 2 takes it without blocking (through a non-blocking description of
+//! its own, see [`NonBlockingOut`]) and nothing waits before it, so that a
+//! run's diag lines still precede its `end` as before; otherwise it is
+//! queued whole, and one thread of its own writes the queue to fd 2,
+//! blocking there if it must. The queue is bounded: codex's own stderr, which can be any amount,
 //! is dropped beyond [`BULK_LIMIT`], the daemon's own lines (logs, `fatal`)
 //! only beyond [`LIMIT`]; what is dropped is counted, and the count reported
 //! as soon as stderr moves again. Before this thread starts, and in a process that never starts it
 //! (tests of the library), lines are written in place.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::stdio::NonBlockingOut;
 
 /// Most bytes held for stderr when a line of codex's stderr comes.
 pub const BULK_LIMIT: usize = 1 << 20;
@@ -32,18 +37,24 @@ struct Queue {
     broken: bool,
 }
 
-#[derive(Default)]
 struct Shared {
     queue: Mutex<Queue>,
     /// Signalled when lines arrive, and when the writer is done with them.
     changed: Condvar,
+    /// fd 2 without blocking; `None` if it is of a kind we only write
+    /// blocking (then every line is queued).
+    out: Option<NonBlockingOut>,
 }
 
 static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
 
 /// Starts the writer thread; lines written before go straight to fd 2.
 pub fn start() {
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        queue: Mutex::default(),
+        changed: Condvar::new(),
+        out: NonBlockingOut::open(2).ok().flatten(),
+    });
     if SHARED.set(shared.clone()).is_err() {
         return;
     }
@@ -75,6 +86,27 @@ fn queue(line: &[u8], limit: usize) {
     };
     let mut queue = shared.queue.lock().expect("stderr queue");
     if queue.broken {
+        return;
+    }
+    let mut line = line;
+    if let (Some(out), true) = (&shared.out, queue.bytes.is_empty() && !queue.writing) {
+        loop {
+            match out.write(line) {
+                Ok(n) if n == line.len() => return,
+                Ok(0) => break,
+                Ok(n) => line = &line[n..],
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    queue.broken = true;
+                    return;
+                }
+            }
+        }
+        // What fd 2 did not take goes first in the queue, whole: a line
+        // begun is finished, whatever the limit.
+        queue.bytes.extend_from_slice(line);
+        shared.changed.notify_all();
         return;
     }
     if queue.bytes.len() + line.len() > limit {
@@ -120,12 +152,12 @@ fn write_queue(shared: &Shared) {
             queue.writing = true;
             std::mem::take(&mut queue.dropped)
         };
-        let mut written = write_fd2(&taken);
+        let mut written = write_blocking(shared.out.as_ref(), &taken);
         if dropped > 0 && written.is_ok() {
             let note = format!(
                 "codex-runner: {dropped} stderr lines were dropped while stderr was not being read\n"
             );
-            written = write_fd2(note.as_bytes());
+            written = write_blocking(shared.out.as_ref(), note.as_bytes());
         }
         taken.clear();
         if written.is_err() {
@@ -139,33 +171,12 @@ fn write_queue(shared: &Shared) {
     }
 }
 
-/// Writes all of `bytes` to fd 2, waiting for room whether or not the
-/// description we inherited is non-blocking.
-fn write_fd2(mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: writes from a live slice to fd 2.
-        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-        if n >= 0 {
-            bytes = &bytes[n as usize..];
-            continue;
-        }
-        let e = std::io::Error::last_os_error();
-        match e.kind() {
-            std::io::ErrorKind::Interrupted => {}
-            std::io::ErrorKind::WouldBlock => {
-                let mut fd = libc::pollfd {
-                    fd: 2,
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: polls one pollfd we own; an error (EINTR) only
-                // means another try.
-                unsafe { libc::poll(&mut fd, 1, -1) };
-            }
-            _ => return Err(e),
-        }
+/// Writes all of `bytes` to fd 2, waiting as long as it takes.
+fn write_blocking(out: Option<&NonBlockingOut>, bytes: &[u8]) -> std::io::Result<()> {
+    match out {
+        Some(out) => out.write_all_waiting(bytes),
+        None => std::io::stderr().write_all(bytes),
     }
-    Ok(())
 }
 
 /// A `tracing` writer: one log event, queued whole when dropped.

@@ -1,4 +1,4 @@
-//! The daemon's own stdin and stdout as the runtime reads and writes them.
+//! The daemon's own stdin, stdout and stderr as it reads and writes them.
 //!
 //! A pipe or terminal on fd 0 or 1 is reopened through `/proc/self/fd`: a
 //! second open file description of the same object, whose `O_NONBLOCK` is
@@ -110,13 +110,116 @@ impl AsyncRead for SocketStdin {
     }
 }
 
-/// A new, non-blocking open file description of what fd 0 (read) or 1
+/// fd 1 or 2, written without blocking the thread and without changing the
+/// description we share with our parent.
+pub(crate) struct NonBlockingOut {
+    std_fd: RawFd,
+    how: How,
+}
+
+enum How {
+    /// A non-blocking description of the same pipe or terminal.
+    Reopened(OwnedFd),
+    /// A socket: `send(MSG_DONTWAIT)` on it.
+    Socket,
+    /// A regular file or a device that never blocks (`/dev/null`).
+    Direct,
+}
+
+impl NonBlockingOut {
+    /// For fd `std_fd` (1 or 2), or `None` if it is something else
+    /// (a directory, say) that we leave to blocking writes.
+    pub(crate) fn open(std_fd: RawFd) -> std::io::Result<Option<NonBlockingOut>> {
+        // SAFETY: fstat into a zeroed local.
+        let stat = unsafe {
+            let mut stat: libc::stat = std::mem::zeroed();
+            if libc::fstat(std_fd, &mut stat) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            stat
+        };
+        let how = match stat.st_mode & libc::S_IFMT {
+            libc::S_IFREG => How::Direct,
+            libc::S_IFIFO => How::Reopened(reopen_nonblocking(std_fd)?),
+            // SAFETY: isatty has no preconditions.
+            libc::S_IFCHR if unsafe { libc::isatty(std_fd) } == 1 => {
+                How::Reopened(reopen_nonblocking(std_fd)?)
+            }
+            libc::S_IFCHR => How::Direct,
+            libc::S_IFSOCK => How::Socket,
+            _ => return Ok(None),
+        };
+        Ok(Some(NonBlockingOut { std_fd, how }))
+    }
+
+    /// The fd to wait on until it takes bytes again (`None` if it never
+    /// blocks).
+    pub(crate) fn pollable(&self) -> Option<RawFd> {
+        match &self.how {
+            How::Reopened(fd) => Some(fd.as_raw_fd()),
+            How::Socket => Some(self.std_fd),
+            How::Direct => None,
+        }
+    }
+
+    /// One write attempt; `WouldBlock` when the pipe is full.
+    pub(crate) fn write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = match &self.how {
+            // SAFETY: writing from a valid slice to an open fd.
+            How::Reopened(fd) => unsafe {
+                libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len())
+            },
+            // SAFETY: as above.
+            How::Socket => unsafe {
+                libc::send(
+                    self.std_fd,
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            },
+            // SAFETY: as above.
+            How::Direct => unsafe { libc::write(self.std_fd, bytes.as_ptr().cast(), bytes.len()) },
+        };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Writes all of `bytes`, sleeping in `poll(2)` while the fd is full.
+    pub(crate) fn write_all_waiting(&self, mut bytes: &[u8]) -> std::io::Result<()> {
+        let fd = self.pollable().unwrap_or(self.std_fd);
+        while !bytes.is_empty() {
+            match self.write(bytes) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut poll = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd. Errors (EINTR) just retry.
+                    unsafe { libc::poll(&mut poll, 1, -1) };
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A new, non-blocking open file description of what fd 0 (read), 1 or 2
 /// (write) is, through `/proc/self/fd`: for pipes and terminals, a second
 /// description of the same object, whose flags are ours alone.
 pub(crate) fn reopen_nonblocking(std_fd: RawFd) -> std::io::Result<OwnedFd> {
     let (path, access) = match std_fd {
         0 => (c"/proc/self/fd/0", libc::O_RDONLY),
         1 => (c"/proc/self/fd/1", libc::O_WRONLY),
+        2 => (c"/proc/self/fd/2", libc::O_WRONLY),
         _ => return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
     };
     // SAFETY: a valid C string; the result is owned below.

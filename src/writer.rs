@@ -30,7 +30,7 @@
 //! queue runs empty.
 
 use std::any::Any;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -38,6 +38,8 @@ use runner_protocol::{End, OutputLine, Rejected};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::sync::Notify;
+
+use crate::stdio::NonBlockingOut;
 
 /// Bytes queued for stdout before senders wait. 128 KiB is a few hundred
 /// ordinary events: enough to turn a burst into few writes, small enough
@@ -317,85 +319,29 @@ async fn run_generic_writer<W: AsyncWrite + Unpin>(
 
 /// fd 1, written without blocking the thread.
 struct FdSink {
-    how: How,
+    out: NonBlockingOut,
     /// A duplicate of the fd written (pipe, terminal or socket) registered
     /// with the runtime, to wait until a full fd 1 takes bytes again; `None`
     /// if registering failed (then the blocking pool waits instead).
     writable: Option<AsyncFd<OwnedFd>>,
 }
 
-enum How {
-    /// A non-blocking description of the same pipe or terminal.
-    Reopened(OwnedFd),
-    /// fd 1 is a socket: `send(MSG_DONTWAIT)` on it.
-    Socket,
-    /// A regular file or a device that never blocks (`/dev/null`).
-    Direct,
-}
-
 impl FdSink {
     /// A sink for fd 1, or `None` if fd 1 is something we leave to tokio.
     fn stdout() -> std::io::Result<Option<FdSink>> {
-        // SAFETY: fstat into a zeroed local.
-        let stat = unsafe {
-            let mut stat: libc::stat = std::mem::zeroed();
-            if libc::fstat(1, &mut stat) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            stat
+        let Some(out) = NonBlockingOut::open(1)? else {
+            return Ok(None);
         };
-        let how = match stat.st_mode & libc::S_IFMT {
-            libc::S_IFREG => How::Direct,
-            libc::S_IFIFO => How::Reopened(crate::stdio::reopen_nonblocking(1)?),
-            // SAFETY: isatty has no preconditions.
-            libc::S_IFCHR if unsafe { libc::isatty(1) } == 1 => {
-                How::Reopened(crate::stdio::reopen_nonblocking(1)?)
-            }
-            libc::S_IFCHR => How::Direct,
-            libc::S_IFSOCK => How::Socket,
-            _ => return Ok(None),
-        };
-        let writable = match &how {
-            How::Reopened(fd) => Some(fd.as_raw_fd()),
-            How::Socket => Some(1),
-            How::Direct => None,
-        }
-        .and_then(
-            |fd| match crate::stdio::register_duplicate(fd, Interest::WRITABLE) {
+        let writable = out.pollable().and_then(|fd| {
+            match crate::stdio::register_duplicate(fd, Interest::WRITABLE) {
                 Ok(registered) => Some(registered),
                 Err(e) => {
                     tracing::debug!(error = %e, "a full stdout is waited for on the blocking pool");
                     None
                 }
-            },
-        );
-        Ok(Some(FdSink { how, writable }))
-    }
-
-    /// One write attempt; `WouldBlock` when the pipe is full.
-    fn write(&self, bytes: &[u8]) -> std::io::Result<usize> {
-        let n = match &self.how {
-            // SAFETY: writing from a valid slice to an open fd.
-            How::Reopened(fd) => unsafe {
-                libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len())
-            },
-            // SAFETY: as above.
-            How::Socket => unsafe {
-                libc::send(
-                    1,
-                    bytes.as_ptr().cast(),
-                    bytes.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            },
-            // SAFETY: as above.
-            How::Direct => unsafe { libc::write(1, bytes.as_ptr().cast(), bytes.len()) },
-        };
-        if n < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+            }
+        });
+        Ok(Some(FdSink { out, writable }))
     }
 
     /// Writes `buffer[done..]`: at once while fd 1 takes it; when the pipe
@@ -405,7 +351,7 @@ impl FdSink {
     async fn write_all_async(self: &Arc<Self>, buffer: Vec<u8>) -> (Vec<u8>, std::io::Result<()>) {
         let mut done = 0;
         while done < buffer.len() {
-            let written = match (self.write(&buffer[done..]), &self.writable) {
+            let written = match (self.out.write(&buffer[done..]), &self.writable) {
                 (Err(e), Some(writable)) if e.kind() == std::io::ErrorKind::WouldBlock => loop {
                     let mut ready = match writable.writable().await {
                         Ok(ready) => ready,
@@ -413,7 +359,7 @@ impl FdSink {
                     };
                     // A write that would block again clears the readiness,
                     // and the next wait is for the next edge.
-                    if let Ok(written) = ready.try_io(|_| self.write(&buffer[done..])) {
+                    if let Ok(written) = ready.try_io(|_| self.out.write(&buffer[done..])) {
                         break written;
                     }
                 },
@@ -426,7 +372,7 @@ impl FdSink {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     let sink = self.clone();
                     let waited = tokio::task::spawn_blocking(move || {
-                        let result = sink.write_all_waiting(&buffer[done..]);
+                        let result = sink.out.write_all_waiting(&buffer[done..]);
                         (buffer, result)
                     })
                     .await;
@@ -439,32 +385,6 @@ impl FdSink {
             }
         }
         (buffer, Ok(()))
-    }
-
-    /// Writes all of `bytes`, sleeping in `poll(2)` while fd 1 is full.
-    fn write_all_waiting(&self, mut bytes: &[u8]) -> std::io::Result<()> {
-        let fd = match &self.how {
-            How::Reopened(fd) => fd.as_raw_fd(),
-            How::Socket | How::Direct => 1,
-        };
-        while !bytes.is_empty() {
-            match self.write(bytes) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let mut poll = libc::pollfd {
-                        fd,
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd. Errors (EINTR) just retry.
-                    unsafe { libc::poll(&mut poll, 1, -1) };
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 }
 
