@@ -210,7 +210,8 @@ pub fn ensure_turn_root(root: &Path) -> Result<(), HomeError> {
 
 /// Removes per-turn dirs left by daemons that died without cleaning up
 /// (SIGKILL, power loss): they hold config files with secrets. A dir is ours
-/// by name, `turn-<pid>-…`, and stale when that pid is not a live runner.
+/// by name, `turn-<pid>-p<pid namespace>-…`, and stale when that pid is in
+/// our PID namespace and not a live runner.
 pub fn clean_stale(root: &Path) {
     for dir in crate::containment::dead_runners_entries(root, "turn-") {
         match fs::remove_dir_all(&dir) {
@@ -315,14 +316,15 @@ fn make_links(dir: &Path, links: &Links) -> Result<(), HomeError> {
     Ok(())
 }
 
-/// `turn-<pid>-<n>`, created 0700: private from the first instant, and
-/// named so that a later daemon can tell whose it is (see [`clean_stale`]).
+/// `turn-<tag>-<n>`, created 0700: private from the first instant, and
+/// named so that a later daemon can tell whose it is (see [`clean_stale`]
+/// and [`crate::containment::instance_tag`]).
 fn create_turn_dir(root: &Path) -> Result<PathBuf, HomeError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let pid = std::process::id();
+    let tag = crate::containment::instance_tag();
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = root.join(format!("turn-{pid}-{n}"));
+        let path = root.join(format!("turn-{tag}-{n}"));
         match DirBuilder::new().mode(0o700).create(&path) {
             Ok(()) => return Ok(path),
             // Left by an earlier daemon with our pid: take the next name.

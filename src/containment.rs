@@ -6,7 +6,8 @@
 //! command can double-fork a grandchild that is reparented away from codex.
 //! We use, in order of preference:
 //!
-//! 1. **A cgroup v2 per turn** (`<our cgroup>/codex-runner-<pid>/turn-N`).
+//! 1. **A cgroup v2 per turn** (`<our cgroup>/codex-runner-<tag>/turn-N`, see
+//!    [`instance_tag`]).
 //!    Codex is born in it (see [`crate::spawn`]), so every descendant is born
 //!    inside it too, whatever it does with sessions, groups or parents;
 //!    `cgroup.kill` stops them all at once, and `cgroup.events` says when the
@@ -249,7 +250,8 @@ impl Drop for TurnContainer {
     }
 }
 
-/// Creates `<cgroup2 mount>/<our cgroup>/codex-runner-<pid>`, after cleaning
+/// Creates `<cgroup2 mount>/<our cgroup>/codex-runner-<tag>` (see
+/// [`instance_tag`]), after cleaning
 /// up directories of earlier daemons that died without doing so.
 fn cgroup_root() -> Result<PathBuf, String> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
@@ -267,7 +269,7 @@ fn cgroup_root() -> Result<PathBuf, String> {
         .ok_or("this process has no cgroup2 path")?;
     let parent = Path::new(mount).join(own.trim_start_matches('/'));
     clean_stale(&parent);
-    let root = parent.join(format!("codex-runner-{}", std::process::id()));
+    let root = parent.join(format!("codex-runner-{}", instance_tag()));
     fs::create_dir(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     // Probe that we may move a process there: move nothing, just open.
     if let Err(e) = fs::OpenOptions::new()
@@ -299,9 +301,34 @@ fn clean_stale(parent: &Path) {
     }
 }
 
-/// The entries of `dir` named `<prefix><pid>` or `<prefix><pid>-…` whose
-/// pid is neither ours nor a live codex-runner: what daemons that died
-/// without cleaning up (SIGKILL, power loss) left there.
+/// How this daemon names what it leaves in places other daemons share (its
+/// cgroup, its turn dirs, its scratch dirs): `<pid>-p<inode of its PID
+/// namespace>`. A pid means nothing outside its namespace: a daemon in a
+/// container (pid 2 there) and one outside it, sharing a turn root or a
+/// cgroup parent, each saw the other's pid as dead and removed its live
+/// turns. Names with another namespace are left alone.
+pub fn instance_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let pid = std::process::id();
+        match pid_namespace() {
+            Some(ns) => format!("{pid}-p{ns}"),
+            None => pid.to_string(),
+        }
+    })
+}
+
+/// The inode of this process's PID namespace.
+fn pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    static NS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino()))
+}
+
+/// The entries of `dir` named `<prefix><tag>` or `<prefix><tag>-…` (see
+/// [`instance_tag`]; an older daemon's name has the pid alone) whose pid is
+/// in our PID namespace and neither ours nor a live codex-runner: what
+/// daemons that died without cleaning up (SIGKILL, power loss) left there.
 pub(crate) fn dead_runners_entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -313,12 +340,26 @@ pub(crate) fn dead_runners_entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
                 .file_name()
                 .to_str()
                 .and_then(|n| n.strip_prefix(prefix))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| pid != std::process::id() && !is_live_runner(pid))
+                .is_some_and(is_dead_runners)
         })
         .map(|entry| entry.path())
         .collect()
+}
+
+/// Whether a name's `<pid>[-p<ns>][-…]` is a dead daemon's of our namespace.
+fn is_dead_runners(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let Some(pid) = parts.next().and_then(|pid| pid.parse::<u32>().ok()) else {
+        return false;
+    };
+    let ns = parts
+        .next()
+        .and_then(|part| part.strip_prefix('p'))
+        .and_then(|ns| ns.parse::<u64>().ok());
+    if ns.is_some() && ns != pid_namespace() {
+        return false;
+    }
+    pid != std::process::id() && !is_live_runner(pid)
 }
 
 /// Whether `pid` is a running codex-runner: not gone, not a zombie (a
@@ -381,4 +422,27 @@ fn parent_of(pid: u32) -> Option<u32> {
     // The command name may contain spaces and parentheses: skip past the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dead_daemons_of_our_pid_namespace_are_judged_dead() {
+        let ns = pid_namespace().expect("this test runs where /proc has namespaces");
+        let own = std::process::id();
+        // pid 1 here is never a codex-runner (the test runs outside any
+        // container of ours); a pid that is not running is dead.
+        assert!(is_dead_runners(&format!("1-p{ns}-0")));
+        assert!(
+            is_dead_runners("1-0"),
+            "an older daemon's name: the pid alone"
+        );
+        assert!(!is_dead_runners(&format!("{own}-p{ns}-0")), "ours");
+        // Another namespace's pid 1 may be a live daemon there.
+        assert!(!is_dead_runners(&format!("1-p{}-0", ns + 1)));
+        assert!(!is_dead_runners("x-0"));
+        assert!(instance_tag().starts_with(&format!("{own}-p{ns}")));
+    }
 }

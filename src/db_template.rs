@@ -206,7 +206,10 @@ impl Scratch {
             return Err("the daemon is exiting".into());
         }
         let dir = tempfile::Builder::new()
-            .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
+            .prefix(&format!(
+                "{SCRATCH_PREFIX}{}-",
+                crate::containment::instance_tag()
+            ))
             .permissions(fs::Permissions::from_mode(0o700))
             .tempdir_in(std::env::temp_dir())
             .map_err(|e| e.to_string())?;
