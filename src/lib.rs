@@ -23,6 +23,7 @@ pub mod events;
 pub mod fd_limit;
 pub mod home_pool;
 pub mod inherited_fds;
+pub mod init;
 pub mod lines;
 pub mod reader;
 pub mod settings;

@@ -106,10 +106,18 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // As a container's PID 1, a process of ours stays PID 1 to reap orphans
+    // (see `init`): before any thread exists.
+    let under_init = codex_runner::init::split_if_pid1();
     // Every stderr line from here on goes through its own thread, so a
     // client that does not read stderr cannot stall the turns.
     codex_runner::stderr::start();
     init_logging(cli.log_format);
+    if under_init {
+        tracing::info!(
+            "started as PID 1: PID 1 now only reaps orphans and passes signals on to the daemon"
+        );
+    }
     let code = run(cli);
     // What is still queued for stderr (the exit log, a `fatal`), unless
     // nobody reads it: that must not keep the daemon from exiting.

@@ -84,6 +84,7 @@ pub struct DaemonBuilder {
     inherited_fd: Option<i32>,
     ignored_signal: Option<i32>,
     hold_stderr: bool,
+    as_pid1: bool,
 }
 
 impl DaemonBuilder {
@@ -135,6 +136,15 @@ impl DaemonBuilder {
         self
     }
 
+    /// Starts the daemon as PID 1 of a PID namespace of its own, with its
+    /// own /proc, as a container's entrypoint is (`unshare --pid --fork
+    /// --mount-proc`; see [`pid_namespaces_work`]). [`Daemon::pid`] is then
+    /// unshare's.
+    pub fn pid_1_of_its_namespace(mut self) -> Self {
+        self.as_pid1 = true;
+        self
+    }
+
     /// Shares another daemon's turn root (to test stale-dir cleanup).
     pub fn turn_root(mut self, root: Arc<tempfile::TempDir>) -> Self {
         self.turn_root = Some(root);
@@ -148,7 +158,15 @@ impl DaemonBuilder {
         if let Some(config) = &self.base_config {
             std::fs::write(base_home.path().join("config.toml"), config).unwrap();
         }
-        let mut command = Command::new(runner_bin());
+        let mut command = if self.as_pid1 {
+            let mut unshare = Command::new("unshare");
+            unshare
+                .args(["--pid", "--fork", "--mount-proc"])
+                .arg(runner_bin());
+            unshare
+        } else {
+            Command::new(runner_bin())
+        };
         command
             .arg("--codex-bin")
             .arg(self.codex_bin.unwrap_or_else(fake_codex_bin))
@@ -273,6 +291,7 @@ impl Daemon {
             inherited_fd: None,
             ignored_signal: None,
             hold_stderr: false,
+            as_pid1: false,
         }
     }
 
@@ -574,6 +593,44 @@ impl Daemon {
 
 /// Entries of `dir` other than symlinks (none if `dir` is gone): a turn's
 /// files, where a home kept for reuse holds only its links.
+/// Whether this machine lets us make a PID namespace (root, or user
+/// namespaces allowed) for [`DaemonBuilder::pid_1_of_its_namespace`].
+pub fn pid_namespaces_work() -> bool {
+    std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The pids whose parent is `pid`, and whether each is a zombie.
+pub fn children_of(pid: u32) -> Vec<(u32, bool)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // After the `(comm)`: state, then the parent's pid.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            children.push((child, state == Some("Z")));
+        }
+    }
+    children
+}
+
 pub fn files_but_links(dir: &Path) -> Vec<PathBuf> {
     match std::fs::read_dir(dir) {
         Ok(entries) => entries

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::harness::{Daemon, Gate, READ_TIMEOUT};
+use super::harness::{children_of, pid_namespaces_work, Daemon, Gate, READ_TIMEOUT};
 
 fn alive(pid: u64) -> bool {
     codex_runner_test_support::alive(pid as u32)
@@ -230,6 +230,87 @@ async fn sighup_stops_the_daemon_as_sigterm_does_unless_it_was_ignored() {
     assert_eq!(runs["h"].code(), Some("cancelled"), "{}", runs["h"].end);
     runs["after"].assert_ok();
     d.assert_clean_exit().await;
+}
+
+/// A container's entrypoint is PID 1 of its namespace, and every orphan in
+/// it is reparented there: those of a cancelled turn must be reaped, not
+/// left as zombies for the container's life. And a daemon outside the
+/// namespace, sharing the turn root and the cgroup parent, keeps its live
+/// turn: the daemon inside cannot tell whether a pid outside is alive.
+#[tokio::test]
+async fn as_pid_1_it_reaps_orphans_and_spares_daemons_outside_its_namespace() {
+    if !pid_namespaces_work() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to make a PID namespace (unshare --pid)"
+        );
+        eprintln!("SKIPPED: no PID namespace can be made here (unshare --pid)");
+        return;
+    }
+    let root = Arc::new(super::harness::turn_root_dir());
+    let mut outside = Daemon::builder().turn_root(root.clone()).start().await;
+    let gate = Gate::new();
+    outside
+        .run("held", json!({"prompt": "x", "env": gate.env()}))
+        .await;
+    outside.wait_turn_started("held").await;
+    let home = outside.record("held")["codex_home"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut inside = Daemon::builder()
+        .turn_root(root.clone())
+        .pid_1_of_its_namespace()
+        .start()
+        .await;
+    inside
+        .run(
+            "orphans",
+            json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "spawn_descendants"}}),
+        )
+        .await;
+    inside
+        .wait_for(|l| l["id"] == "orphans" && l["event"]["item"]["pids"].is_array())
+        .await;
+    inside.cancel("orphans").await;
+    assert_eq!(
+        inside.collect_one("orphans").await.code(),
+        Some("cancelled")
+    );
+
+    // PID 1 of the namespace (unshare's child) keeps the daemon as its one
+    // child once it has reaped the turn's killed orphans. Polled: nothing
+    // signals a reap to a process outside.
+    let init = children_of(inside.pid());
+    assert_eq!(init.len(), 1, "unshare's children: {init:?}");
+    let init = init[0].0;
+    let reaped = async {
+        loop {
+            let children = children_of(init);
+            if children.len() == 1 && !children[0].1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(READ_TIMEOUT, reaped)
+        .await
+        .unwrap_or_else(|_| panic!("PID 1's children stay {:?}", children_of(init)));
+    assert!(inside.stderr().contains("started as PID 1"));
+
+    // The daemon inside has been through its start-up (and its cleanup of
+    // dead daemons' dirs and cgroups): the turn outside is untouched.
+    assert!(
+        std::path::Path::new(&home).exists(),
+        "the daemon inside removed a live turn's home outside"
+    );
+    gate.open().await;
+    outside.collect_one("held").await.assert_ok();
+    // Both share the turn root: the last to exit checks it is empty.
+    inside.close_stdin().await;
+    assert!(inside.wait_exit().await.success());
+    outside.assert_clean_exit().await;
 }
 
 #[tokio::test]
