@@ -8,11 +8,14 @@
 //! its own, see [`NonBlockingOut`]) and nothing waits before it, so that a
 //! run's diag lines still precede its `end` as before; otherwise it is
 //! queued whole, and one thread of its own writes the queue to fd 2,
-//! blocking there if it must. The queue is bounded: codex's own stderr, which can be any amount,
-//! is dropped beyond [`BULK_LIMIT`], the daemon's own lines (logs, `fatal`)
-//! only beyond [`LIMIT`]; what is dropped is counted, and the count reported
-//! as soon as stderr moves again. Before this thread starts, and in a process that never starts it
-//! (tests of the library), lines are written in place.
+//! blocking there if it must.
+//!
+//! The queue is bounded: codex's own stderr, which can be any amount, is
+//! dropped beyond [`BULK_LIMIT`], the daemon's own lines (logs, `fatal`)
+//! only beyond [`LIMIT`]; what is dropped is counted, and the count is
+//! reported as soon as stderr moves again. Before the thread starts, and in
+//! a process that never starts it (the library's tests), lines are written
+//! in place.
 
 use std::io::{ErrorKind, Write};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
