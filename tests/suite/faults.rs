@@ -115,19 +115,24 @@ async fn stderr_floods_are_bounded_and_their_tail_explains_a_failure() {
     d.assert_clean_exit().await;
 }
 
-/// A client that reads only stdout: once stderr's pipe is full, codex's
-/// stderr is dropped (and counted), but no run waits on it. Before, the
-/// daemon blocked in its write to stderr and every run with it.
-#[tokio::test]
-async fn an_unread_stderr_holds_up_no_run() {
-    let mut d = Daemon::builder().hold_stderr().start().await;
-    // About 2 MiB of diag lines: past the pipe and the daemon's queue.
+/// Run `flood`, whose codex prints about 2 MiB of stderr: past the pipe
+/// and the daemon's queue. It must end ok all the same.
+async fn flood_stderr(d: &mut Daemon) {
     d.run(
         "flood",
         json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "stderr_noise", "FAKE_CODEX_STDERR_LINES": "30000"}}),
     )
     .await;
     d.collect_one("flood").await.assert_ok();
+}
+
+/// A client that reads only stdout: once stderr's pipe is full, codex's
+/// stderr is dropped (and counted), but no run waits on it. Before, the
+/// daemon blocked in its write to stderr and every run with it.
+#[tokio::test]
+async fn an_unread_stderr_holds_up_no_run() {
+    let mut d = Daemon::builder().hold_stderr().start().await;
+    flood_stderr(&mut d).await;
     d.run("after", json!({"prompt": "x"})).await;
     d.collect_one("after").await.assert_ok();
 
@@ -144,12 +149,7 @@ async fn an_unread_stderr_holds_up_no_run() {
     // Nor does it keep the daemon from exiting: what is still queued for
     // stderr is given up after a bounded wait.
     let mut d = Daemon::builder().hold_stderr().start().await;
-    d.run(
-        "flood",
-        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "stderr_noise", "FAKE_CODEX_STDERR_LINES": "30000"}}),
-    )
-    .await;
-    d.collect_one("flood").await.assert_ok();
+    flood_stderr(&mut d).await;
     d.close_stdin().await;
     let status = tokio::time::timeout(READ_TIMEOUT, d.child.wait())
         .await
