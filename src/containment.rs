@@ -57,7 +57,12 @@ impl Containment {
     /// back to process groups; with `Cgroup` it is an error.
     pub fn start(mode: ContainmentMode) -> Result<Containment, String> {
         let root = match mode {
-            ContainmentMode::ProcessGroup => None,
+            ContainmentMode::ProcessGroup => {
+                tracing::info!(
+                    "no per-turn cgroups (--containment process-group); using process groups"
+                );
+                None
+            }
             ContainmentMode::Auto | ContainmentMode::Cgroup => match cgroup_root() {
                 Ok(root) => Some(root),
                 Err(why) if mode == ContainmentMode::Cgroup => {

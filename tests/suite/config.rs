@@ -177,6 +177,8 @@ async fn argv_carries_flags_and_never_secrets() {
     assert_eq!(record["env"]["RUST_BACKTRACE"], "0");
     assert_eq!(record["env"]["CODEX_RUNNER_RUN_ID"], "flags");
     assert_eq!(record["env"]["CODEX_HOME"], home);
+    // After the exit, when the whole log has been read.
+    d.assert_clean_exit().await;
     for secret in ["env-secret-3", "hdr-secret-4"] {
         assert!(argv.iter().all(|a| !a.contains(secret)), "{secret} in argv");
         assert!(
@@ -184,7 +186,6 @@ async fn argv_carries_flags_and_never_secrets() {
             "{secret} in the daemon's trace log"
         );
     }
-    d.assert_clean_exit().await;
 }
 
 /// Codex runs the model's shell commands, which inherit what codex holds: a

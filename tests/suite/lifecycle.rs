@@ -16,7 +16,11 @@ async fn wait_gone(pid: u64, within: Duration) {
     codex_runner_test_support::wait_gone(pid as u32, within).await
 }
 
-fn containment_is_cgroup(d: &Daemon) -> bool {
+/// Whether the daemon runs turns in cgroups, from its start-up log (one of
+/// "per-turn cgroups enabled" and "no per-turn cgroups"), waited for: the
+/// log's lines come on their own pipe, not in step with stdout.
+async fn containment_is_cgroup(d: &Daemon) -> bool {
+    d.wait_for_stderr("cgroups").await;
     d.stderr().contains("per-turn cgroups enabled")
 }
 
@@ -60,7 +64,7 @@ async fn cancel_leaves_no_descendant_alive() {
         "the setsid-ed command {} survived",
         pids[0]
     );
-    if containment_is_cgroup(&d) {
+    if containment_is_cgroup(&d).await {
         assert!(
             !alive(pids[1]),
             "the double-forked grandchild {} survived",
@@ -82,7 +86,7 @@ async fn without_cgroups_cancel_still_reaches_setsid_commands() {
         .arg("0.5")
         .start()
         .await;
-    assert!(!containment_is_cgroup(&d));
+    assert!(!containment_is_cgroup(&d).await);
     let (codex, pids) = start_descendants(&mut d, "tree").await;
     d.cancel("tree").await;
     assert_eq!(d.collect_one("tree").await.code(), Some("cancelled"));
@@ -297,7 +301,7 @@ async fn as_pid_1_it_reaps_orphans_and_spares_daemons_outside_its_namespace() {
     tokio::time::timeout(READ_TIMEOUT, reaped)
         .await
         .unwrap_or_else(|_| panic!("PID 1's children stay {:?}", children_of(init)));
-    assert!(inside.stderr().contains("started as PID 1"));
+    inside.wait_for_stderr("started as PID 1").await;
 
     // The daemon inside has been through its start-up (and its cleanup of
     // dead daemons' dirs and cgroups): the turn outside is untouched.
@@ -345,7 +349,7 @@ async fn a_second_sigterm_skips_the_grace_period() {
 async fn a_sigkilled_daemon_takes_codex_along_and_the_next_one_cleans_up() {
     let root = Arc::new(super::harness::turn_root_dir());
     let mut first = Daemon::builder().turn_root(root.clone()).start().await;
-    let cgroup = containment_is_cgroup(&first);
+    let cgroup = containment_is_cgroup(&first).await;
     let (codex, pids) = start_descendants(&mut first, "orphan").await;
     let home = first.record("orphan")["codex_home"]
         .as_str()

@@ -901,6 +901,7 @@ async fn the_npm_launcher_is_resolved_to_the_native_binary() {
     let run = d.collect_one("via-npm").await;
     run.assert_ok();
     assert_eq!(run.agent_texts(), ["ok: hello through the launcher"]);
+    d.wait_for_stderr("codex executable").await;
     let resolved = d
         .stderr()
         .lines()

@@ -115,7 +115,7 @@ fn garbage(ctx: &Ctx) -> i32 {
     );
     out::line(r#"{"type":"broken""#);
     // Valid JSON but for its UTF-8 (a lone 0xff in a string): not JSON text.
-    out::raw(b"{\"type\":\"item.completed\",\"item\":{\"id\":\"item_9\",\"text\":\"\xff\"}}\n");
+    out::raw(b"{\"type\":\"item.completed\",\"item\":{\"id\":\"not_utf8\",\"text\":\"\xff\"}}\n");
     events::turn_completed(ctx);
     0
 }
