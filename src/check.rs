@@ -124,7 +124,8 @@ fn preview(home: &HomeSettings, id: &str, p: &RunParams) -> Result<String, Confi
 }
 
 /// Replaces the values of `http_headers` and `env` of every MCP server (the
-/// user's own included): the places config.toml holds credentials.
+/// user's own included), and a password in its `url`: the places
+/// config.toml holds credentials.
 fn redact(doc: &mut DocumentMut) {
     let Some(servers) = doc.get_mut("mcp_servers").and_then(Item::as_table_like_mut) else {
         return;
@@ -133,6 +134,13 @@ fn redact(doc: &mut DocumentMut) {
         let Some(server) = server.as_table_like_mut() else {
             continue;
         };
+        let url = server.get("url").and_then(Item::as_str).map(str::to_owned);
+        if let Some((url, password)) =
+            url.and_then(|u| crate::diag::url_password(&u).map(|p| (u, p)))
+        {
+            let redacted = url.replacen(&format!(":{password}@"), &format!(":{REDACTED}@"), 1);
+            server.insert("url", Item::Value(Value::from(redacted)));
+        }
         for key in ["http_headers", "env"] {
             if let Some(map) = server.get_mut(key).and_then(Item::as_table_like_mut) {
                 for (_, value) in map.iter_mut() {
@@ -153,7 +161,7 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         std::fs::write(
             base.path().join("config.toml"),
-            "[mcp_servers.mine]\nurl = \"http://h/\"\nhttp_headers = { Authorization = \"Bearer base-secret\" }\n",
+            "[mcp_servers.mine]\nurl = \"http://bot:url-secret@h/\"\nhttp_headers = { Authorization = \"Bearer base-secret\" }\n",
         )
         .unwrap();
         let home = HomeSettings {
@@ -173,7 +181,7 @@ mod tests {
         let refused = run(&home, input.as_bytes(), &mut out).unwrap();
         assert_eq!(refused, 2);
         let text = String::from_utf8(out).unwrap();
-        for secret in ["base-secret", "req-secret", "env-secret"] {
+        for secret in ["base-secret", "req-secret", "env-secret", "url-secret"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
         let lines: Vec<serde_json::Value> = text
@@ -193,6 +201,10 @@ mod tests {
             Some(REDACTED)
         );
         assert_eq!(config["mcp_servers"]["s"]["required"].as_bool(), Some(true));
+        assert_eq!(
+            config["mcp_servers"]["mine"]["url"].as_str(),
+            Some("http://bot:[redacted]@h/")
+        );
         assert_eq!(lines[1]["line"], 3);
         assert_eq!(
             (lines[1]["ok"].as_bool(), lines[1]["code"].as_str()),

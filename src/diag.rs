@@ -66,6 +66,9 @@ impl Redactor {
         for server in p.mcp_servers.values() {
             secrets.extend(server.http_headers.iter().flatten().map(|(_, v)| v.clone()));
             secrets.extend(server.env.iter().flatten().map(|(_, v)| v.clone()));
+            // A password in the URL (`http://user:pass@host/`) is one too:
+            // codex's connection errors quote the URL.
+            secrets.extend(server.url.as_deref().and_then(url_password));
         }
         // Short values ("1", "true") would redact ordinary words.
         secrets.retain(|s| s.len() >= 4);
@@ -104,6 +107,15 @@ pub fn one_line(text: &str) -> String {
     } else {
         joined
     }
+}
+
+/// The password of a URL's userinfo (`scheme://user:password@host…`).
+pub(crate) fn url_password(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_owned())
 }
 
 /// A short printable sample of a raw line.
@@ -213,5 +225,30 @@ fn level_of(line: &str) -> DiagLevel {
         DiagLevel::Warn
     } else {
         DiagLevel::Info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_a_server_url_is_redacted() {
+        assert_eq!(
+            url_password("https://bot:s3cr%40t@h:8/mcp?x=1"),
+            Some("s3cr%40t".into())
+        );
+        assert_eq!(url_password("http://h/a@b:c"), None, "an @ in the path");
+        assert_eq!(url_password("http://user@h/"), None);
+        let params: RunParams = serde_json::from_value(serde_json::json!({
+            "prompt": "x",
+            "mcp_servers": {"s": {"url": "http://bot:hunter22@127.0.0.1:9/mcp"}}
+        }))
+        .unwrap();
+        let redactor = Redactor::for_params(&params);
+        assert_eq!(
+            redactor.redact("error sending request for url (http://bot:hunter22@127.0.0.1:9/mcp)"),
+            "error sending request for url (http://bot:[redacted]@127.0.0.1:9/mcp)"
+        );
     }
 }
