@@ -311,8 +311,11 @@ async fn as_pid_1_it_reaps_orphans_and_spares_daemons_outside_its_namespace() {
     );
     gate.open().await;
     outside.collect_one("held").await.assert_ok();
-    // Both share the turn root: the last to exit checks it is empty.
-    inside.close_stdin().await;
+    // `docker stop` signals PID 1, which passes it on: the daemon stops
+    // (its stdin still open) and PID 1 exits with its status. Both share
+    // the turn root: the last to exit checks it is empty.
+    // SAFETY: kill with a pid of this test's own process tree.
+    assert_eq!(unsafe { libc::kill(init as libc::pid_t, libc::SIGTERM) }, 0);
     assert!(inside.wait_exit().await.success());
     outside.assert_clean_exit().await;
 }
