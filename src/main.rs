@@ -109,6 +109,8 @@ fn main() -> ExitCode {
     // As a container's PID 1, a process of ours stays PID 1 to reap orphans
     // (see `init`): before any thread exists.
     let under_init = codex_runner::init::split_if_pid1();
+    // Before any thread or child exists (logged once logging is up).
+    let inherited = codex_runner::inherited_fds::keep_from_children();
     // Every stderr line from here on goes through its own thread, so a
     // client that does not read stderr cannot stall the turns.
     codex_runner::stderr::start();
@@ -118,6 +120,9 @@ fn main() -> ExitCode {
             "started as PID 1: PID 1 now only reaps orphans and passes signals on to the daemon"
         );
     }
+    if let Err(e) = inherited {
+        tracing::warn!("inherited descriptors may reach codex: {e}");
+    }
     let code = run(cli);
     // What is still queued for stderr (the exit log, a `fatal`), unless
     // nobody reads it: that must not keep the daemon from exiting.
@@ -126,9 +131,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> ExitCode {
-    if let Err(e) = codex_runner::inherited_fds::keep_from_children() {
-        tracing::warn!("inherited descriptors may reach codex: {e}");
-    }
     if let Some(Command::Check) = cli.command {
         return check(&cli);
     }
