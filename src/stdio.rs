@@ -1,12 +1,13 @@
 //! The daemon's own stdin, stdout and stderr as it reads and writes them.
 //!
-//! A pipe or terminal on fd 0 or 1 is reopened through `/proc/self/fd`: a
-//! second open file description of the same object, whose `O_NONBLOCK` is
-//! ours alone (setting it on fd 0 or 1 would change the description we
-//! share with our parent). A socket (what Node's child_process gives) is
+//! A pipe or terminal on fd 0, 1 or 2 is reopened through `/proc/self/fd`:
+//! a second open file description of the same object, whose `O_NONBLOCK`
+//! is ours alone (setting it on fd 0, 1 or 2 would change the description
+//! we share with our parent). A socket (what Node's child_process gives) is
 //! used as it is, with `MSG_DONTWAIT` on every call. The runtime's epoll
-//! then waits on them, where tokio's own stdin and stdout hand every read
-//! and write to a thread of its blocking pool and back.
+//! then waits on stdin and stdout, where tokio's own stdin and stdout hand
+//! every read and write to a thread of its blocking pool and back; stderr
+//! is written at once when it takes the bytes (see [`crate::stderr`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
