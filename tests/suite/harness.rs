@@ -84,7 +84,7 @@ pub struct DaemonBuilder {
     inherited_fd: Option<i32>,
     ignored_signal: Option<i32>,
     hold_stderr: bool,
-    as_pid1: bool,
+    pid_1_of_its_namespace: bool,
 }
 
 impl DaemonBuilder {
@@ -141,7 +141,7 @@ impl DaemonBuilder {
     /// --mount-proc`; see [`pid_namespaces_work`]). [`Daemon::pid`] is then
     /// unshare's.
     pub fn pid_1_of_its_namespace(mut self) -> Self {
-        self.as_pid1 = true;
+        self.pid_1_of_its_namespace = true;
         self
     }
 
@@ -158,7 +158,7 @@ impl DaemonBuilder {
         if let Some(config) = &self.base_config {
             std::fs::write(base_home.path().join("config.toml"), config).unwrap();
         }
-        let mut command = if self.as_pid1 {
+        let mut command = if self.pid_1_of_its_namespace {
             let mut unshare = Command::new("unshare");
             unshare
                 .args(["--pid", "--fork", "--mount-proc"])
@@ -291,7 +291,7 @@ impl Daemon {
             inherited_fd: None,
             ignored_signal: None,
             hold_stderr: false,
-            as_pid1: false,
+            pid_1_of_its_namespace: false,
         }
     }
 
