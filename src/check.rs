@@ -17,10 +17,12 @@ use crate::config_toml::{self, ConfigError};
 /// Shown instead of every secret value.
 const REDACTED: &str = "[redacted]";
 
-/// Checks every line of `input`, writing verdicts to `output`. Returns how
-/// many requests were refused.
+/// Checks every line of `input`, writing verdicts to `output`; a line over
+/// `max_line` bytes is refused as the daemon's `--max-request-bytes` would.
+/// Returns how many requests were refused.
 pub fn run(
     home: &HomeSettings,
+    max_line: usize,
     input: impl BufRead,
     mut output: impl Write,
 ) -> std::io::Result<u64> {
@@ -32,7 +34,20 @@ pub fn run(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let verdict = check_line(home, line_no, line);
+        let verdict = if line.len() > max_line {
+            Verdict {
+                kind: "check",
+                line: line_no,
+                code: Some(codes::REJECT_LINE_TOO_LONG.to_owned()),
+                error: Some(format!(
+                    "request line of {} bytes is over the limit of {max_line} bytes",
+                    line.len()
+                )),
+                ..Verdict::default()
+            }
+        } else {
+            check_line(home, line_no, line)
+        };
         if !verdict.ok {
             refused += 1;
         }
@@ -175,11 +190,17 @@ mod tests {
             r#"{"type":"run","id":"a","params":{"prompt":"x","model":"m","env":{"K":"env-secret"},"mcp_servers":{"s":{"url":"http://h/","http_headers":{"Authorization":"Bearer req-secret"}}}}}"#,
             "\n\n",
             r#"{"type":"run","id":"b","params":{"prompt":"x","mcp_servers":{"s":{"url":"ftp://h"}}}}"#,
-            "\nnot json\n"
+            "\nnot json\n",
         );
+        // Over the limit given (1024), as `--max-request-bytes` would refuse it.
+        let too_long = format!(
+            "{{\"type\":\"run\",\"id\":\"c\",\"params\":{{\"prompt\":\"{}\"}}}}\n",
+            "x".repeat(1024)
+        );
+        let input = format!("{input}{too_long}");
         let mut out = Vec::new();
-        let refused = run(&home, input.as_bytes(), &mut out).unwrap();
-        assert_eq!(refused, 2);
+        let refused = run(&home, 1024, input.as_bytes(), &mut out).unwrap();
+        assert_eq!(refused, 3);
         let text = String::from_utf8(out).unwrap();
         for secret in ["base-secret", "req-secret", "env-secret", "url-secret"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
@@ -188,7 +209,7 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
         assert_eq!(lines[0]["ok"], true);
         assert_eq!(lines[0]["env"], json!(["K"]));
         assert!(lines[0]["argv"]
@@ -211,5 +232,7 @@ mod tests {
             (Some(false), Some("invalid_params"))
         );
         assert_eq!(lines[2]["code"], "malformed_json");
+        assert_eq!(lines[3]["code"], "line_too_long");
+        assert_eq!(lines[3]["line"], 5);
     }
 }

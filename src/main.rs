@@ -248,7 +248,13 @@ fn check(cli: &Cli) -> ExitCode {
         turn_root: PathBuf::new(),
         idle: Default::default(),
     };
-    match codex_runner::check::run(&home, std::io::stdin().lock(), std::io::stdout().lock()) {
+    let input = std::io::stdin().lock();
+    match codex_runner::check::run(
+        &home,
+        cli.max_request_bytes,
+        input,
+        std::io::stdout().lock(),
+    ) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {
