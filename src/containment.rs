@@ -370,42 +370,20 @@ fn is_dead_runners(tag: &str) -> bool {
 /// Whether `pid` is a running codex-runner: not gone, not a zombie (a
 /// SIGKILLed daemon whose parent has not reaped it yet), not a reused pid.
 pub fn is_live_runner(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-        return false;
-    };
-    &stat[open + 1..close] == "codex-runner" && is_running(pid)
+    proc_stat(pid)
+        .is_some_and(|stat| stat.comm.as_deref() == Some("codex-runner") && !stat.is_dead())
 }
 
 /// Whether `pid` exists and is not a zombie.
 fn is_running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].trim_start().chars().next());
-        !matches!(state, Some('Z' | 'X'))
-    })
+    proc_stat(pid).is_some_and(|stat| !stat.is_dead())
 }
 
 /// Live descendants of `pid`, from the parent links in `/proc/*/stat`.
 pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some(ppid) = parent_of(child) {
-                parents.push((child, ppid));
-            }
-        }
-    }
+    let parents: Vec<(u32, u32)> = pids()
+        .filter_map(|child| Some((child, proc_stat(child)?.ppid?)))
+        .collect();
     let mut found = vec![pid];
     let mut i = 0;
     while i < found.len() {
@@ -422,11 +400,47 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
-fn parent_of(pid: u32) -> Option<u32> {
+/// The pids `/proc` lists now.
+pub fn pids() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug)]
+pub struct ProcStat {
+    /// Its command name (between the first `(` and the last `)`).
+    pub comm: Option<String>,
+    /// Its state letter (`R`, `S`, `Z`…).
+    pub state: Option<char>,
+    /// Its parent's pid.
+    pub ppid: Option<u32>,
+}
+
+impl ProcStat {
+    /// A zombie, or dead.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, Some('Z' | 'X'))
+    }
+}
+
+/// `/proc/<pid>/stat`, or `None` if the process is gone.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: skip past the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    // The command name may contain spaces and parentheses: the fields
+    // resume after the last ')'.
+    let close = stat.rfind(')');
+    let comm = stat
+        .find('(')
+        .zip(close)
+        .map(|(open, close)| stat[open + 1..close].to_owned());
+    let mut fields = close.map(|i| stat[i + 1..].split_whitespace());
+    let state = fields.as_mut().and_then(|f| f.next()?.chars().next());
+    let ppid = fields.as_mut().and_then(|f| f.next()?.parse().ok());
+    Some(ProcStat { comm, state, ppid })
 }
 
 #[cfg(test)]

@@ -591,8 +591,6 @@ impl Daemon {
     }
 }
 
-/// Entries of `dir` other than symlinks (none if `dir` is gone): a turn's
-/// files, where a home kept for reuse holds only its links.
 /// Whether this machine lets us make a PID namespace (root, or user
 /// namespaces allowed) for [`DaemonBuilder::pid_1_of_its_namespace`].
 pub fn pid_namespaces_work() -> bool {
@@ -606,31 +604,17 @@ pub fn pid_namespaces_work() -> bool {
 
 /// The pids whose parent is `pid`, and whether each is a zombie.
 pub fn children_of(pid: u32) -> Vec<(u32, bool)> {
-    let mut children = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // After the `(comm)`: state, then the parent's pid.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
-            children.push((child, state == Some("Z")));
-        }
-    }
-    children
+    use codex_runner::containment::{pids, proc_stat};
+    pids()
+        .filter_map(|child| {
+            let stat = proc_stat(child)?;
+            (stat.ppid == Some(pid)).then(|| (child, stat.state == Some('Z')))
+        })
+        .collect()
 }
 
+/// Entries of `dir` other than symlinks (none if `dir` is gone): a turn's
+/// files, where a home kept for reuse holds only its links.
 pub fn files_but_links(dir: &Path) -> Vec<PathBuf> {
     match std::fs::read_dir(dir) {
         Ok(entries) => entries
