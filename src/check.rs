@@ -34,20 +34,7 @@ pub fn run(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let verdict = if line.len() > max_line {
-            Verdict {
-                kind: "check",
-                line: line_no,
-                code: Some(codes::REJECT_LINE_TOO_LONG.to_owned()),
-                error: Some(format!(
-                    "request line of {} bytes is over the limit of {max_line} bytes",
-                    line.len()
-                )),
-                ..Verdict::default()
-            }
-        } else {
-            check_line(home, line_no, line)
-        };
+        let verdict = check_line(home, line_no, line, max_line);
         if !verdict.ok {
             refused += 1;
         }
@@ -80,7 +67,7 @@ struct Verdict {
     config_toml: Option<String>,
 }
 
-fn check_line(home: &HomeSettings, line: u64, bytes: &[u8]) -> Verdict {
+fn check_line(home: &HomeSettings, line: u64, bytes: &[u8], max_line: usize) -> Verdict {
     let base = |id: Option<String>, ok: bool| Verdict {
         kind: "check",
         line,
@@ -93,6 +80,10 @@ fn check_line(home: &HomeSettings, line: u64, bytes: &[u8]) -> Verdict {
         error: Some(error),
         ..base(id, false)
     };
+    if bytes.len() > max_line {
+        let error = crate::reader::too_long(bytes.len(), max_line);
+        return refuse(None, codes::REJECT_LINE_TOO_LONG, error);
+    }
     match decode_request(bytes) {
         Err(r) => refuse(r.request_id, r.code, r.message),
         Ok(Request::Cancel { id }) => Verdict {

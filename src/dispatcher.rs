@@ -171,10 +171,7 @@ impl Dispatcher {
     async fn on_inbound(&mut self, line: Inbound) {
         let (line_no, decoded) = match line {
             Inbound::TooLong(line_no, len) => {
-                let error = format!(
-                    "request line of {len} bytes is over the limit of {} bytes",
-                    self.ctx.settings.max_request_bytes
-                );
+                let error = crate::reader::too_long(len, self.ctx.settings.max_request_bytes);
                 self.reject(line_no, codes::REJECT_LINE_TOO_LONG, error, None)
                     .await;
                 return;

@@ -22,6 +22,11 @@ pub fn without_bom(line_no: u64, line: &[u8]) -> &[u8] {
     }
 }
 
+/// The error for a request line of `len` bytes over the `limit`.
+pub fn too_long(len: usize, limit: usize) -> String {
+    format!("request line of {len} bytes is over the limit of {limit} bytes")
+}
+
 /// Reads until EOF (or until the dispatcher is gone). Blank lines are
 /// skipped: they carry no request.
 pub async fn run_reader<R: AsyncRead + Unpin>(input: R, limit: usize, tx: mpsc::Sender<Inbound>) {
