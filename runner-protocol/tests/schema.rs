@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use runner_protocol::{OutputLine, RunParams, StderrLine, ThreadEvent};
+use runner_protocol::{codes, decode_request, OutputLine, RunParams, StderrLine, ThreadEvent};
 use schemars::{schema_for, JsonSchema, Schema};
 
 /// One request line on the daemon's stdin.
@@ -37,6 +37,11 @@ enum Request {
         /// The run to cancel.
         #[schemars(length(min = 1))]
         id: String,
+    },
+    /// Ask what the daemon is doing; answered with a `status` line.
+    Status {
+        /// Optional; echoed as the answer's `request_id`.
+        id: Option<String>,
     },
 }
 
@@ -77,4 +82,48 @@ fn stderr_schema_is_up_to_date() {
 #[test]
 fn event_schema_is_up_to_date() {
     check("event.schema.json", schema_for!(ThreadEvent));
+}
+
+/// The described `Request` is written by hand (the decoder has no serde type
+/// for a whole line), so check it against the decoder: every request type the
+/// schema names decodes, and the decoder's list of the types it knows is the
+/// schema's list.
+#[test]
+fn request_schema_names_every_request_type_the_decoder_takes() {
+    let schema = serde_json::to_value(schema_for!(Request)).unwrap();
+    let described: Vec<String> = schema["oneOf"]
+        .as_array()
+        .expect("request schema is a oneOf")
+        .iter()
+        .map(|variant| {
+            variant["properties"]["type"]["const"]
+                .as_str()
+                .expect("each variant fixes `type`")
+                .to_owned()
+        })
+        .collect();
+    for kind in &described {
+        let line = format!(r#"{{"type":"{kind}","id":"x","params":{{"prompt":"p"}}}}"#);
+        let line = if kind == "run" {
+            line
+        } else {
+            format!(r#"{{"type":"{kind}","id":"x"}}"#)
+        };
+        assert!(
+            decode_request(line.as_bytes()).is_ok(),
+            "the schema describes {kind:?}, which the decoder refuses: {line}"
+        );
+    }
+    let unknown = decode_request(br#"{"type":"nope","id":"x"}"#).unwrap_err();
+    assert_eq!(unknown.code, codes::REJECT_UNKNOWN_TYPE);
+    let quoted: Vec<String> = described.iter().map(|k| format!("{k:?}")).collect();
+    let expected = match quoted.as_slice() {
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+        [] => unreachable!(),
+    };
+    assert!(
+        unknown.message.contains(&format!("(expected {expected})")),
+        "the decoder knows other request types than the schema's {described:?}: {}",
+        unknown.message
+    );
 }
