@@ -104,6 +104,7 @@ impl Containment {
                 noted: Vec::new(),
                 killed: Vec::new(),
                 seen_empty: false,
+                pid: None,
             },
             Err(e) => {
                 tracing::warn!(cgroup = %pool.root().display(), error = %e, "cannot create the turn's cgroup; using its process group");
@@ -118,6 +119,11 @@ impl Containment {
         if let Some(pool) = &self.cgroups {
             pool.prefill(turns);
         }
+    }
+
+    /// The daemon's cgroup, under which the turns' are (cgroup mode).
+    pub fn cgroup_root(&self) -> Option<&Path> {
+        self.cgroups.as_ref().map(|pool| pool.root())
     }
 
     /// Idle turn cgroups kept for reuse (for tests).
@@ -151,12 +157,21 @@ pub struct TurnContainer {
     /// The cgroup was seen empty after codex exited. Only our spawner puts
     /// processes in it, so it stays empty: no need to read again.
     seen_empty: bool,
+    /// Codex's pid once it started, until `release`: what `drop` stops on a
+    /// path that never reached `release`.
+    pid: Option<u32>,
 }
 
 impl TurnContainer {
     /// The cgroup directory codex is to start in, if the turn has one.
     pub fn cgroup_fd(&self) -> Option<Arc<OwnedFd>> {
         self.cgroup.as_ref().map(TurnCgroup::dir_fd)
+    }
+
+    /// Codex started as `pid`: from now on, dropping the container without
+    /// `release` (a turn that panicked) stops every process of the turn.
+    pub fn started(&mut self, pid: u32) {
+        self.pid = Some(pid);
     }
 
     /// Call before signalling codex: without a cgroup, remembers its process
@@ -218,6 +233,7 @@ impl TurnContainer {
     /// `true` when the turn's cgroup was seen empty: no process of the turn
     /// is left (a process group cannot tell, so without a cgroup, `false`).
     pub async fn release(mut self) -> bool {
+        self.pid = None;
         let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         // SIGKILL is delivered asynchronously; poll briefly, backing off.
         let mut pause = Duration::from_millis(1);
@@ -246,11 +262,43 @@ impl TurnContainer {
 }
 
 impl Drop for TurnContainer {
-    /// The panic path: nothing the turn started may outlive it.
+    /// A turn that never reached `release`: its spawn failed (nothing ran),
+    /// or it panicked with codex running. Nothing the turn started may
+    /// outlive it, and the `end` the dispatcher then writes must still mean
+    /// that its processes are gone: so this kills them and waits for them
+    /// (a few ms; at most `RELEASE_WAIT`) on the thread it runs on, and only
+    /// then removes the cgroup, which cannot go while processes are in it.
     fn drop(&mut self) {
-        if let Some(cgroup) = self.cgroup.take() {
-            cgroup.kill();
-            let _ = cgroup.remove();
+        if let Some(pid) = self.pid.take() {
+            self.note_descendants(pid);
+            self.kill_all(pid);
+        }
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let busy = match &self.cgroup {
+                Some(cgroup) => cgroup.populated(),
+                None => self.killed.iter().any(|pid| is_running(*pid)),
+            };
+            if !busy {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(pids = ?self.killed, "killed processes of the turn are still running");
+                break;
+            }
+            if let Some(cgroup) = &self.cgroup {
+                // Anything forked since the last kill.
+                cgroup.kill();
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        if let (Some(cgroup), Some(pool)) = (self.cgroup.take(), self.pool.take()) {
+            // A killed cgroup is removed; one no process ever entered (a
+            // spawn that failed) serves a later turn.
+            let empty = !cgroup.populated();
+            pool.give_back(cgroup, empty);
         }
     }
 }

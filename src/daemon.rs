@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::dispatcher::{Dispatcher, Totals};
 use crate::reader::{run_reader, INBOUND_CAPACITY};
@@ -24,6 +25,10 @@ pub struct Summary {
     pub totals: Totals,
     /// Writing stdout failed (its reader went away): an error, not a drain.
     pub stdout_error: Option<std::io::Error>,
+    /// One of the daemon's own tasks (the stdin reader, the stdout writer)
+    /// panicked: a bug. Every run was stopped; the daemon must exit with a
+    /// `fatal` line.
+    pub internal_error: Option<String>,
 }
 
 /// Serves requests from `input`, writing protocol lines to `output`, until
@@ -40,11 +45,20 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    // A panic in the reader or the writer is a bug that leaves the daemon
+    // deaf or mute: it stops every run (as a shutdown does) and is reported.
+    let (task_failed_tx, mut task_failed_rx) = mpsc::unbounded_channel::<String>();
+
     let (out, out_rx) = Outgoing::channel();
     let (stdout_failed_tx, stdout_failed_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer = watch_task(
+        "stdout writer",
+        tokio::spawn(run_writer(out_rx, output)),
+        task_failed_tx.clone(),
+    );
     let writer = tokio::spawn(async move {
-        let result = run_writer(out_rx, output).await;
-        if result.is_err() {
+        let result = writer.await.expect("the watcher does not panic");
+        if matches!(result, Ok(Err(_))) {
             let _ = stdout_failed_tx.send(());
         }
         result
@@ -61,28 +75,81 @@ where
     });
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
     let reader = tokio::spawn(run_reader(input, max_request_bytes, inbound_tx));
+    let stop_reader = reader.abort_handle();
+    let reader = watch_task("stdin reader", reader, task_failed_tx);
 
     // A closed stdout is a shutdown too: nobody can see the runs any more.
+    let internal_error = Arc::new(std::sync::Mutex::new(None));
+    let failure = internal_error.clone();
     let shutdown = async move {
         tokio::select! {
             () = shutdown => {}
             Ok(()) = stdout_failed_rx => tracing::error!("stdout closed: stopping every run"),
+            Some(why) = task_failed_rx.recv() => {
+                tracing::error!("internal error: {why}; stopping every run");
+                *failure.lock().unwrap() = Some(why);
+            }
         }
     };
     let totals = Dispatcher::new(ctx, max_concurrent, max_queued)
         .run(inbound_rx, notice_rx, shutdown, kill_now)
         .await;
     // The reader may be blocked on stdin that never closes (shutdown case).
-    reader.abort();
+    stop_reader.abort();
+    let reader_panic = reader
+        .await
+        .expect("the watcher does not panic")
+        .err()
+        .flatten();
     // Every Outgoing is gone with the dispatcher and the turns: the writer
     // drains what is queued and returns.
-    let stdout_error = match writer.await {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e),
-        Err(e) => Some(std::io::Error::other(e.to_string())),
+    let (stdout_error, writer_panic) = match writer.await.expect("the watcher does not panic") {
+        Ok(Ok(())) => (None, None),
+        Ok(Err(e)) => (Some(e), None),
+        Err(why) => (None, why),
     };
+    // A reader that panicked while no run was live ended the dispatcher as
+    // end of input does, before its failure could stop anything.
+    let internal_error = internal_error
+        .lock()
+        .unwrap()
+        .take()
+        .or(reader_panic)
+        .or(writer_panic);
     Summary {
         totals,
         stdout_error,
+        internal_error,
+    }
+}
+
+/// Awaits one of the daemon's own tasks: its output, or why it panicked
+/// (also sent to `failed` at once), or `Err(None)` if it was aborted.
+fn watch_task<T: Send + 'static>(
+    name: &'static str,
+    task: JoinHandle<T>,
+    failed: mpsc::UnboundedSender<String>,
+) -> JoinHandle<Result<T, Option<String>>> {
+    tokio::spawn(async move {
+        match task.await {
+            Ok(output) => Ok(output),
+            Err(e) if e.is_panic() => {
+                let why = format!("the {name} panicked: {}", panic_message(e.into_panic()));
+                let _ = failed.send(why.clone());
+                Err(Some(why))
+            }
+            Err(_) => Err(None),
+        }
+    })
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(message) => (*message).to_owned(),
+            Err(_) => "(no message)".to_owned(),
+        },
     }
 }

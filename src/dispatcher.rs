@@ -182,6 +182,7 @@ impl Dispatcher {
             Err(r) => self.reject(line_no, r.code, r.message, r.request_id).await,
             Ok(Request::Cancel { id }) => self.cancel(line_no, id).await,
             Ok(Request::Status { request_id }) => {
+                crate::fault::point("dispatcher-status");
                 let report = self.status(request_id);
                 let _ = self
                     .ctx

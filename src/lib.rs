@@ -20,6 +20,7 @@ pub mod db_template;
 pub mod diag;
 pub mod dispatcher;
 pub mod events;
+pub mod fault;
 pub mod fd_limit;
 pub mod home_pool;
 pub mod inherited_fds;

@@ -104,6 +104,9 @@ enum LogFormat {
     Json,
 }
 
+/// The exit status after a bug stopped the daemon (sysexits' EX_SOFTWARE).
+const EX_SOFTWARE: u8 = 70;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // As a container's PID 1, a process of ours stays PID 1 to reap orphans
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
     // client that does not read stderr cannot stall the turns.
     codex_runner::stderr::start();
     init_logging(cli.log_format);
+    log_panics();
     if under_init {
         tracing::info!(
             "started as PID 1: PID 1 now only reaps orphans and passes signals on to the daemon"
@@ -163,28 +167,50 @@ fn run(cli: Cli) -> ExitCode {
         .expect("the tokio runtime starts");
     let containment = settings.containment.clone();
     let idle_homes = settings.home.idle.clone();
-    let summary = runtime.block_on(async {
-        let input = codex_runner::stdio::stdin();
-        let output = tokio::io::stdout();
-        // The first SIGTERM/SIGINT/SIGHUP stops every turn gracefully; a
-        // second one kills them without waiting out the grace period.
-        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-        let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut signals = Signals::new();
-        tokio::spawn(async move {
-            signals.next().await;
-            let _ = first_tx.send(());
-            signals.next().await;
-            let _ = second_tx.send(());
-        });
-        let first = async {
-            let _ = first_rx.await;
-        };
-        let second = async {
-            let _ = second_rx.await;
-        };
-        daemon::run(settings, input, output, first, second).await
-    });
+    // A panic in a turn ends that run (see `dispatcher`), and one in the
+    // reader or writer stops every run (see `daemon`); one in the dispatcher
+    // itself leaves no state to end runs with, and lands here.
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            let input = codex_runner::stdio::stdin();
+            let output = tokio::io::stdout();
+            // The first SIGTERM/SIGINT/SIGHUP stops every turn gracefully; a
+            // second one kills them without waiting out the grace period.
+            let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+            let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
+            let mut signals = Signals::new();
+            tokio::spawn(async move {
+                signals.next().await;
+                let _ = first_tx.send(());
+                signals.next().await;
+                let _ = second_tx.send(());
+            });
+            let first = async {
+                let _ = first_rx.await;
+            };
+            let second = async {
+                let _ = second_rx.await;
+            };
+            daemon::run(settings, input, output, first, second).await
+        })
+    }));
+    let summary = match served {
+        Ok(summary) => summary,
+        Err(payload) => {
+            let why = daemon::panic_message(payload);
+            // Shutting the runtime down drops every turn: each kills its
+            // processes and removes its home as it goes (their drops). A
+            // blocking stdin read must not keep us alive.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            containment.close();
+            idle_homes.clear();
+            codex_runner::db_template::stop_builds();
+            diag::fatal(&format!(
+                "internal error: the dispatcher panicked: {why}; every run was stopped"
+            ));
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
     tracing::info!(
         accepted = summary.totals.accepted,
         ok = summary.totals.ok,
@@ -197,6 +223,10 @@ fn run(cli: Cli) -> ExitCode {
     codex_runner::db_template::stop_builds();
     // Children are gone; blocking stdin reads must not keep us alive.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    if let Some(why) = summary.internal_error {
+        diag::fatal(&format!("internal error: {why}; every run was stopped"));
+        return ExitCode::from(EX_SOFTWARE);
+    }
     match summary.stdout_error {
         None => ExitCode::SUCCESS,
         Some(e) => {
@@ -320,6 +350,27 @@ fn default_turn_root() -> PathBuf {
         std::env::temp_dir()
     };
     base.join(format!("codex-runner-{uid}"))
+}
+
+/// A panic is a bug: logged as one error line, in the log format and
+/// through the stderr that never blocks, rather than std's text written
+/// straight to fd 2. What it ends is decided where it is caught.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(%location, %backtrace, "panicked: {message}");
+        } else {
+            tracing::error!(%location, "panicked: {message}");
+        }
+    }));
 }
 
 fn init_logging(format: LogFormat) {

@@ -45,6 +45,7 @@ pub async fn run_reader<R: AsyncRead + Unpin>(input: R, limit: usize, tx: mpsc::
         let inbound = match frame {
             Frame::TooLong { len } => Inbound::TooLong(line_no, len),
             Frame::Line(line) => {
+                crate::fault::point_if("reader-status", || crate::fault::is_status(&line));
                 let line = without_bom(line_no, &line);
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;

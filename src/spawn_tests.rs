@@ -315,3 +315,49 @@ fn an_empty_turn_cgroup_is_reused_unless_it_was_ever_killed() {
     containment.close();
     assert_eq!(containment.idle_cgroups(), 0);
 }
+
+/// A turn that never reached `release` (its spawn failed, or it panicked):
+/// dropping its container kills what runs in its cgroup and waits for it, so
+/// that the cgroup is removed at once; one no process entered is kept.
+#[test]
+fn a_dropped_turn_container_leaves_no_process_and_no_busy_cgroup() {
+    use crate::containment::{Containment, ContainmentMode};
+    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let containment = Containment::start(ContainmentMode::Auto).unwrap();
+    let Some(root) = containment.cgroup_root().map(Path::to_path_buf) else {
+        eprintln!("no writable cgroup2 hierarchy here: the process-group path is tested end to end (tests/suite/panics.rs)");
+        return;
+    };
+    // Unused: back to the pool.
+    drop(containment.turn());
+    assert_eq!(containment.idle_cgroups(), 1);
+    // In use: killed, waited for, removed.
+    let mut turn = containment.turn();
+    let cgroup = turn.cgroup_fd();
+    let sleeper = spawn(
+        &mut program("/bin/sleep", &["60"], &[]),
+        cgroup.as_deref().map(AsRawFd::as_raw_fd),
+    )
+    .unwrap();
+    drop(cgroup);
+    turn.started(sleeper.pid);
+    drop(turn);
+    let turn_cgroups = || {
+        std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("turn-"))
+            .count()
+    };
+    // That was the kept one, taken again: killed, it went as the drop
+    // returned, and is not kept.
+    assert_eq!(turn_cgroups(), 0);
+    assert_eq!(containment.idle_cgroups(), 0);
+    let status = wait_blocking(&sleeper.pidfd);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    containment.close();
+    assert!(!root.exists());
+}

@@ -119,7 +119,7 @@ async fn drive(
     };
     let args = codex_args(params, home.output_schema.as_deref());
     let env = codex_env(params, id, home.path(), bin);
-    let mut container = settings.containment.turn();
+    let container = settings.containment.turn();
     // The prompt goes to codex's stdin, which is then closed (codex reads
     // until EOF).
     let prompt = params.prompt_text();
@@ -138,6 +138,11 @@ async fn drive(
     };
     let pid = proc.id();
     tracing::debug!(pid, "spawned codex");
+    // Moved to a binding declared after `proc`, so that on the panic path it
+    // is dropped first: it must see codex's process tree (and kill it)
+    // before `proc`'s drop kills codex and its children are reparented away.
+    let mut container = container;
+    container.started(pid);
 
     if let Some(rest) = proc.stdin.take() {
         tokio::spawn(rest.write());
@@ -229,6 +234,7 @@ async fn drive(
                     // The dispatcher is gone: treat as shutdown.
                     Err(_) => Some(StopReason::Shutdown),
                 };
+                crate::fault::point("turn-stop");
                 let stopping = stop_reason.is_some() || timed_out;
                 match reason {
                     Some(StopReason::ShutdownNow) => {

@@ -221,6 +221,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin + 'static>(
     rx: OutgoingRx,
     out: W,
 ) -> std::io::Result<()> {
+    let _gone = WriterGone(rx.shared.clone());
     if (&out as &dyn Any).is::<tokio::io::Stdout>() {
         match FdSink::stdout() {
             Ok(Some(sink)) => {
@@ -232,6 +233,21 @@ pub async fn run_writer<W: AsyncWrite + Unpin + 'static>(
         }
     }
     run_generic_writer(&rx.shared, out).await
+}
+
+/// Closes the queue when the writer task is gone, however it went: a writer
+/// that panicked must fail every later send, and wake the senders waiting for
+/// room, rather than leave them (and so their turns) waiting forever.
+struct WriterGone(Arc<Shared>);
+
+impl Drop for WriterGone {
+    fn drop(&mut self) {
+        fail(
+            &mut self.0.lock(),
+            &std::io::Error::other("the stdout writer stopped"),
+        );
+        self.0.space.notify_waiters();
+    }
 }
 
 /// What the writer task does next.
@@ -248,6 +264,7 @@ fn next_work(shared: &Shared, state: &mut State) -> Next {
         return Next::Failed(std::io::Error::new(*kind, message.clone()));
     }
     if !state.queue.is_empty() {
+        crate::fault::point_if("writer-status", || crate::fault::is_status(&state.queue));
         state.writing = true;
         return Next::Write(take_queue(state));
     }
@@ -444,6 +461,56 @@ mod tests {
         let _ = out.send_raw(b"a line that does not fit\n".to_vec()).await;
         assert!(writer.await.unwrap().is_err());
         assert!(out.send_raw(b"x\n".to_vec()).await.is_err());
+    }
+
+    /// A sink whose every write is a bug.
+    struct PanickingSink;
+
+    impl AsyncWrite for PanickingSink {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            panic!("the sink broke");
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Were the queue left open, sends would fill it and then wait forever
+    /// for a writer that is gone, and their turns with them.
+    #[tokio::test]
+    async fn a_writer_that_panicked_fails_every_later_send() {
+        let (out, rx) = Outgoing::channel();
+        let writer = tokio::spawn(run_writer(rx, PanickingSink));
+        out.send_raw(b"the line it panics on\n".to_vec())
+            .await
+            .unwrap();
+        assert!(writer.await.unwrap_err().is_panic());
+        let line = vec![b'x'; 1024];
+        for _ in 0..2 * OUTGOING_LIMIT / line.len() {
+            let send = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                out.send_event(b"[", &line),
+            );
+            assert!(
+                send.await
+                    .expect("a send waited for a writer that is gone")
+                    .is_err(),
+                "a send succeeded with no writer"
+            );
+        }
     }
 
     #[tokio::test]

@@ -504,11 +504,32 @@ impl Daemon {
             "exit {status}; stderr:\n{}",
             self.stderr()
         );
+        self.assert_nothing_left();
+    }
+
+    /// After the daemon exited: no turn dir is left, and no cgroup of its.
+    pub fn assert_nothing_left(&self) {
         assert!(
             self.leftover_turn_dirs().is_empty(),
             "turn dirs outlived the daemon: {:?}",
             self.leftover_turn_dirs()
         );
+        if let Some(cgroup) = self.daemon_cgroup() {
+            assert!(
+                !cgroup.exists(),
+                "the daemon's cgroup {} outlived it; stderr:\n{}",
+                cgroup.display(),
+                self.stderr()
+            );
+        }
+    }
+
+    /// The daemon's cgroup, under which its turns' are, if its start-up log
+    /// named one.
+    pub fn daemon_cgroup(&self) -> Option<PathBuf> {
+        let stderr = self.stderr();
+        let (_, rest) = stderr.split_once("per-turn cgroups enabled cgroup=")?;
+        Some(PathBuf::from(rest.split_whitespace().next()?))
     }
 
     /// Waits until the daemon's stderr has a line containing `needle`.
@@ -674,4 +695,42 @@ impl Gate {
         .expect("the gated turn never opened its gate")
         .unwrap();
     }
+}
+
+pub fn alive(pid: u64) -> bool {
+    codex_runner_test_support::alive(pid as u32)
+}
+
+pub async fn wait_gone(pid: u64, within: Duration) {
+    codex_runner_test_support::wait_gone(pid as u32, within).await
+}
+
+/// Whether the daemon runs turns in cgroups, from its start-up log (one of
+/// "per-turn cgroups enabled" and "no per-turn cgroups"), waited for: the
+/// log's lines come on their own pipe, not in step with stdout.
+pub async fn containment_is_cgroup(d: &Daemon) -> bool {
+    d.wait_for_stderr("cgroups").await;
+    d.stderr().contains("per-turn cgroups enabled")
+}
+
+/// Runs the fake's `spawn_descendants` scenario until it reports the pids of
+/// its setsid-ed child and its reparented grandchild.
+pub async fn start_descendants(d: &mut Daemon, id: &str) -> (u64, Vec<u64>) {
+    d.run(
+        id,
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "spawn_descendants"}}),
+    )
+    .await;
+    let line = d
+        .wait_for(|l| l["id"] == id && l["event"]["item"]["pids"].is_array())
+        .await;
+    let pids: Vec<u64> = line["event"]["item"]["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    let codex = d.record(id)["pid"].as_u64().unwrap();
+    assert!(alive(codex) && pids.iter().all(|p| alive(*p)));
+    (codex, pids)
 }

@@ -6,45 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::harness::{children_of, pid_namespaces_work, Daemon, Gate, READ_TIMEOUT};
-
-fn alive(pid: u64) -> bool {
-    codex_runner_test_support::alive(pid as u32)
-}
-
-async fn wait_gone(pid: u64, within: Duration) {
-    codex_runner_test_support::wait_gone(pid as u32, within).await
-}
-
-/// Whether the daemon runs turns in cgroups, from its start-up log (one of
-/// "per-turn cgroups enabled" and "no per-turn cgroups"), waited for: the
-/// log's lines come on their own pipe, not in step with stdout.
-async fn containment_is_cgroup(d: &Daemon) -> bool {
-    d.wait_for_stderr("cgroups").await;
-    d.stderr().contains("per-turn cgroups enabled")
-}
-
-/// Runs the fake's `spawn_descendants` scenario until it reports the pids of
-/// its setsid-ed child and its reparented grandchild.
-async fn start_descendants(d: &mut Daemon, id: &str) -> (u64, Vec<u64>) {
-    d.run(
-        id,
-        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "spawn_descendants"}}),
-    )
-    .await;
-    let line = d
-        .wait_for(|l| l["id"] == id && l["event"]["item"]["pids"].is_array())
-        .await;
-    let pids: Vec<u64> = line["event"]["item"]["pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_u64().unwrap())
-        .collect();
-    let codex = d.record(id)["pid"].as_u64().unwrap();
-    assert!(alive(codex) && pids.iter().all(|p| alive(*p)));
-    (codex, pids)
-}
+use super::harness::{
+    alive, children_of, containment_is_cgroup, pid_namespaces_work, start_descendants, wait_gone,
+    Daemon, Gate, READ_TIMEOUT,
+};
 
 #[tokio::test]
 async fn cancel_leaves_no_descendant_alive() {

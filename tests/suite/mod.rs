@@ -6,5 +6,6 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod load;
+mod panics;
 mod protocol;
 mod real_codex;

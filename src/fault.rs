@@ -1,0 +1,32 @@
+//! Panics a test can inject into a debug build, to prove that a bug in one
+//! part of the daemon still ends every run and leaves nothing behind.
+//!
+//! `CODEX_RUNNER_TEST_PANIC=<point>` makes the daemon panic at that point:
+//! `turn-stop` (a turn, when it is asked to stop), and, each on a `status`
+//! request, `dispatcher-status` (the dispatcher, decoding it),
+//! `reader-status` (the stdin reader, reading it) and `writer-status` (the
+//! stdout writer, writing the answer). A release build compiles every point
+//! to nothing.
+
+/// Panics if the test asked for a panic at `point` and `here()` holds
+/// (debug builds only; `here` is not called otherwise).
+#[inline]
+pub fn point_if(point: &str, here: impl FnOnce() -> bool) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("CODEX_RUNNER_TEST_PANIC").is_some_and(|wanted| wanted == point) && here() {
+        panic!("injected fault: {point}");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (point, here);
+}
+
+/// Panics if the test asked for a panic at `point` (debug builds only).
+#[inline]
+pub fn point(point: &str) {
+    point_if(point, || true);
+}
+
+/// Whether `bytes` hold a `status` line (request or answer).
+pub fn is_status(bytes: &[u8]) -> bool {
+    bytes.windows(15).any(|w| w == br#""type":"status""#)
+}
