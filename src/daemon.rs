@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::dispatcher::{Dispatcher, Totals};
+use crate::dispatcher::{Dispatcher, QueueLimits, Totals};
 use crate::reader::{run_reader, INBOUND_CAPACITY};
 use crate::settings::Settings;
 use crate::spawner::Spawner;
@@ -66,7 +66,11 @@ where
 
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let max_request_bytes = settings.max_request_bytes;
-    let (max_concurrent, max_queued) = (settings.max_concurrent, settings.max_queued);
+    let max_concurrent = settings.max_concurrent;
+    let queue_limits = QueueLimits {
+        runs: settings.max_queued,
+        bytes: settings.max_queued_bytes,
+    };
     let ctx = Arc::new(TurnContext {
         settings: Arc::new(settings),
         out,
@@ -91,7 +95,7 @@ where
             }
         }
     };
-    let totals = Dispatcher::new(ctx, max_concurrent, max_queued)
+    let totals = Dispatcher::new(ctx, max_concurrent, queue_limits)
         .run(inbound_rx, notice_rx, shutdown, kill_now)
         .await;
     // The reader may be blocked on stdin that never closes (shutdown case).

@@ -23,8 +23,15 @@ use crate::writer::encode;
 /// A line from the reader.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A decoded line (1-based line number).
-    Decoded(u64, Result<Request, Rejection>),
+    /// A decoded line.
+    Decoded {
+        /// Its 1-based number.
+        line: u64,
+        /// Its length, the measure of what a queued run holds.
+        bytes: usize,
+        /// What it asks.
+        request: Result<Request, Rejection>,
+    },
     /// A line over the request size limit.
     TooLong(u64, usize),
 }
@@ -36,6 +43,19 @@ struct Live {
     /// announced in `thread.started`.
     thread: Option<String>,
     arrived: Instant,
+    /// The length of its request line, counted against
+    /// [`QueueLimits::bytes`] while it is queued.
+    bytes: usize,
+}
+
+/// How much may wait for a slot (or for a thread) at once: each waiting run
+/// holds its request in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Runs (`--max-queued`).
+    pub runs: usize,
+    /// Bytes of their request lines (`--max-queued-bytes`).
+    pub bytes: usize,
 }
 
 enum LiveState {
@@ -63,10 +83,12 @@ pub struct Totals {
 pub struct Dispatcher {
     ctx: Arc<TurnContext>,
     max_concurrent: usize,
-    max_queued: usize,
+    queue_limits: QueueLimits,
     live: HashMap<String, Live>,
     /// Ids of queued runs, in arrival order.
     queue: VecDeque<String>,
+    /// The sum of their request lines' lengths.
+    queued_bytes: usize,
     running: usize,
     /// Threads with a running turn, and that turn's id.
     busy_threads: HashMap<String, String>,
@@ -76,14 +98,15 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher that starts at most `max_concurrent` turns at once and
-    /// keeps at most `max_queued` runs waiting.
-    pub fn new(ctx: Arc<TurnContext>, max_concurrent: usize, max_queued: usize) -> Self {
+    /// keeps at most `queue_limits` waiting.
+    pub fn new(ctx: Arc<TurnContext>, max_concurrent: usize, queue_limits: QueueLimits) -> Self {
         Dispatcher {
             ctx,
             max_concurrent: max_concurrent.max(1),
-            max_queued,
+            queue_limits,
             live: HashMap::new(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             running: 0,
             busy_threads: HashMap::new(),
             totals: Totals::default(),
@@ -169,14 +192,18 @@ impl Dispatcher {
     }
 
     async fn on_inbound(&mut self, line: Inbound) {
-        let (line_no, decoded) = match line {
+        let (line_no, bytes, decoded) = match line {
             Inbound::TooLong(line_no, len) => {
                 let error = crate::reader::too_long(len, self.ctx.settings.max_request_bytes);
                 self.reject(line_no, codes::REJECT_LINE_TOO_LONG, error, None)
                     .await;
                 return;
             }
-            Inbound::Decoded(line_no, decoded) => (line_no, decoded),
+            Inbound::Decoded {
+                line,
+                bytes,
+                request,
+            } => (line, bytes, request),
         };
         match decoded {
             Err(r) => self.reject(line_no, r.code, r.message, r.request_id).await,
@@ -204,16 +231,16 @@ impl Dispatcher {
                         let end = End::error(id, codes::END_INVALID_PARAMS, invalid.message);
                         let _ = self.ctx.out.send_end(end).await;
                     }
-                    Ok(params) if self.queue_is_full_for(&params) => {
+                    Ok(params) if self.queue_is_full_for(&params, bytes).is_some() => {
                         // A bound on memory: each waiting run holds its
                         // request, and a client that never stops sending
                         // would otherwise grow the daemon until it is killed.
                         self.totals.refused += 1;
-                        tracing::info!(run = %id, waiting = self.queue.len(), "refused run: queue full");
+                        tracing::info!(run = %id, waiting = self.queue.len(), bytes = self.queued_bytes, "refused run: queue full");
                         let error = format!(
-                            "{} runs are already waiting for a slot or their thread (--max-queued {}): send it again once some have ended",
-                            self.queue.len(),
-                            self.max_queued
+                            "{}: send it again once some have ended",
+                            self.queue_is_full_for(&params, bytes)
+                                .expect("just checked")
                         );
                         let mut end = End::error(id, codes::END_QUEUE_FULL, error);
                         end.thread_id = params.resume;
@@ -226,9 +253,11 @@ impl Dispatcher {
                             thread: params.resume.clone(),
                             state: LiveState::Queued(params),
                             arrived: Instant::now(),
+                            bytes,
                         };
                         self.live.insert(id.clone(), live);
                         self.queue.push_back(id);
+                        self.queued_bytes += bytes;
                     }
                 }
             }
@@ -254,6 +283,7 @@ impl Dispatcher {
             Some(LiveState::Queued(_)) => {
                 let live = self.live.remove(&id).expect("just looked up");
                 self.queue.retain(|queued| queued != &id);
+                self.queued_bytes -= live.bytes;
                 self.totals.failed += 1;
                 let mut end = End::error(
                     &id,
@@ -279,15 +309,35 @@ impl Dispatcher {
         let _ = self.ctx.out.send_rejected(rejected).await;
     }
 
-    /// Whether a run with `params` would have to wait, with `--max-queued`
-    /// runs waiting already.
-    fn queue_is_full_for(&self, params: &RunParams) -> bool {
+    /// Why a run with `params` and a request line of `bytes` may not wait,
+    /// if it would have to: `--max-queued` runs, or `--max-queued-bytes`
+    /// with it, waiting already. `None` if it may (or need not) wait.
+    fn queue_is_full_for(&self, params: &RunParams, bytes: usize) -> Option<String> {
         let would_wait = self.running >= self.max_concurrent
             || params
                 .resume
                 .as_ref()
                 .is_some_and(|t| self.busy_threads.contains_key(t));
-        would_wait && self.queue.len() >= self.max_queued
+        let limits = self.queue_limits;
+        if !would_wait {
+            None
+        } else if self.queue.len() >= limits.runs {
+            Some(format!(
+                "{} runs are already waiting for a slot or their thread (--max-queued {})",
+                self.queue.len(),
+                limits.runs
+            ))
+        } else if self.queued_bytes + bytes > limits.bytes {
+            Some(format!(
+                "the {} runs waiting for a slot or their thread hold {} bytes of requests, and this {}-byte one would pass --max-queued-bytes {}",
+                self.queue.len(),
+                self.queued_bytes,
+                bytes,
+                limits.bytes
+            ))
+        } else {
+            None
+        }
     }
 
     /// Starts queued runs, in arrival order, while there is room. A run
@@ -320,6 +370,7 @@ impl Dispatcher {
         let LiveState::Queued(params) = std::mem::replace(&mut live.state, running) else {
             unreachable!("only queued runs are started");
         };
+        self.queued_bytes -= live.bytes;
         if let Some(thread) = &live.thread {
             self.busy_threads.insert(thread.clone(), id.clone());
         }
@@ -388,7 +439,9 @@ impl Dispatcher {
             running,
             queued,
             max_concurrent: self.max_concurrent,
-            max_queued: self.max_queued,
+            max_queued: self.queue_limits.runs,
+            max_queued_bytes: self.queue_limits.bytes,
+            queued_bytes: self.queued_bytes,
             uptime_ms: ms(self.born),
             totals: StatusTotals {
                 accepted: self.totals.accepted,
@@ -401,6 +454,7 @@ impl Dispatcher {
 
     async fn stop_all(&mut self) {
         let queued: Vec<String> = self.queue.drain(..).collect();
+        self.queued_bytes = 0;
         for id in queued {
             if let Some(live) = self.live.remove(&id) {
                 let mut end = End::error(

@@ -53,6 +53,13 @@ struct Cli {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     max_queued: u32,
 
+    /// Bytes of request lines waiting at once (with --max-queued): a run that
+    /// would wait beyond this ends at once with code `queue_full`, since
+    /// each waiting run holds its request (up to --max-request-bytes) in
+    /// memory. A run that can start at once is never refused.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    max_queued_bytes: usize,
+
     /// Default time limit of one turn, in seconds (0: none). A request's
     /// `timeout_secs` overrides it. Codex retries an unreachable model
     /// forever, so only a limit frees a stuck turn's slot.
@@ -332,6 +339,7 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
         },
         max_concurrent: cli.max_concurrent as usize,
         max_queued: cli.max_queued as usize,
+        max_queued_bytes: cli.max_queued_bytes,
         turn_timeout: (!turn_timeout.is_zero()).then_some(turn_timeout),
         kill_grace: seconds("kill-grace", cli.kill_grace)?,
         max_event_bytes: cli.max_event_bytes,

@@ -50,7 +50,11 @@ pub async fn run_reader<R: AsyncRead + Unpin>(input: R, limit: usize, tx: mpsc::
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                Inbound::Decoded(line_no, decode_request(line))
+                Inbound::Decoded {
+                    line: line_no,
+                    bytes: line.len(),
+                    request: decode_request(line),
+                }
             }
         };
         if tx.send(inbound).await.is_err() {

@@ -21,6 +21,8 @@ pub struct Settings {
     pub max_concurrent: usize,
     /// Runs waiting at once (for a slot or their thread); more are refused.
     pub max_queued: usize,
+    /// Request bytes waiting at once; more are refused.
+    pub max_queued_bytes: usize,
     /// Default per-turn time limit (`None`: no limit).
     pub turn_timeout: Option<Duration>,
     /// Time between SIGINT to codex and SIGKILL to its process group.

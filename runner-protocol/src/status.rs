@@ -19,6 +19,12 @@ pub struct StatusReport {
     /// The `--max-queued` limit (0 from a daemon that predates it).
     #[serde(default)]
     pub max_queued: usize,
+    /// The `--max-queued-bytes` limit (0 from a daemon that predates it).
+    #[serde(default)]
+    pub max_queued_bytes: usize,
+    /// Bytes of the request lines of the queued runs.
+    #[serde(default)]
+    pub queued_bytes: usize,
     /// Milliseconds since the daemon started.
     pub uptime_ms: u64,
     /// Counts since the daemon started.

@@ -109,6 +109,62 @@ async fn runs_beyond_max_queued_end_at_once_with_queue_full() {
     d.assert_clean_exit().await;
 }
 
+/// So do their bytes: past `--max-queued-bytes` of waiting request lines, a
+/// run that would wait is refused, and room made by a cancel is room again.
+#[tokio::test]
+async fn waiting_request_bytes_are_bounded_too() {
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("1")
+        .arg("--max-queued-bytes")
+        .arg("3000")
+        .start()
+        .await;
+    let gate = Gate::new();
+    d.run("holder", json!({"prompt": "x", "env": gate.env()}))
+        .await;
+    d.wait_for(|l| l["id"] == "holder" && l["event"]["type"] == "thread.started")
+        .await;
+    let params = json!({"prompt": "p".repeat(1000)});
+    let line_len = |id: &str| {
+        serde_json::to_vec(&json!({"type": "run", "id": id, "params": params}))
+            .unwrap()
+            .len()
+    };
+    d.run("w1", params.clone()).await;
+    d.run("w2", params.clone()).await;
+    d.run("w3", params.clone()).await;
+    let full = d.wait_for(|l| l["id"] == "w3").await;
+    assert_eq!(full["code"], "queue_full", "{full}");
+    let error = full["error"].as_str().unwrap();
+    assert!(
+        error.contains("--max-queued-bytes 3000")
+            && error.contains(&format!("hold {} bytes", line_len("w1") + line_len("w2"))),
+        "{full}"
+    );
+    d.send(json!({"type": "status"})).await;
+    let status = d.wait_for(|l| l["type"] == "status").await;
+    assert_eq!(status["max_queued_bytes"], 3000);
+    assert_eq!(status["queued_bytes"], line_len("w1") + line_len("w2"));
+    // A cancelled waiting run gives its bytes back.
+    d.cancel("w1").await;
+    assert_eq!(d.wait_for(|l| l["id"] == "w1").await["code"], "cancelled");
+    d.run("w4", params.clone()).await;
+    d.send(json!({"type": "status"})).await;
+    let status = d.wait_for(|l| l["type"] == "status").await;
+    assert_eq!(status["queued_bytes"], line_len("w2") + line_len("w4"));
+    gate.open().await;
+    let (runs, _) = d.collect(&["holder", "w2", "w4"]).await;
+    for run in runs.values() {
+        run.assert_ok();
+    }
+    // Started runs hold no queue bytes.
+    d.send(json!({"type": "status"})).await;
+    let status = d.wait_for(|l| l["type"] == "status").await;
+    assert_eq!(status["queued_bytes"], 0);
+    d.assert_clean_exit().await;
+}
+
 #[tokio::test]
 async fn a_second_turn_on_a_running_thread_waits_for_it() {
     let mut d = Daemon::start().await;
