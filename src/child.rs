@@ -36,6 +36,9 @@ pub enum SpawnError {
     /// (`E2BIG`): no fault of the executable either.
     #[error("cannot start codex: its arguments and environment are too large for exec (each argument or `NAME=value` at most 128 KiB, all together a quarter of the stack limit): shorten params.env values or the paths given")]
     TooLarge(#[source] std::io::Error),
+    /// The spawner thread is gone: a bug of the daemon, not the executable's.
+    #[error("cannot start codex: the codex spawner thread failed (an internal error; the daemon is stopping)")]
+    SpawnerGone,
     /// The executable exists but cannot be run.
     #[error("codex executable is not runnable: {path}")]
     NotRunnable {
@@ -55,7 +58,11 @@ fn resources_hint(e: &std::io::Error) -> String {
             crate::fd_limit::current().map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
             crate::fd_limit::PER_TURN
         ),
-        _ => e.to_string(),
+        // The OS's own words follow (the error's source).
+        Some(libc::ENFILE) => "the system is out of open files".to_owned(),
+        Some(libc::EAGAIN) => "out of processes (the user's or the system's limit)".to_owned(),
+        Some(libc::ENOMEM) => "out of memory".to_owned(),
+        _ => "out of resources".to_owned(),
     }
 }
 
@@ -104,7 +111,11 @@ pub async fn spawn(
 ) -> Result<CodexProcess, SpawnError> {
     let spawn_error = |source: std::io::Error| {
         let path = bin.program.display().to_string();
+        let spawner_gone = source
+            .get_ref()
+            .is_some_and(|inner| inner.is::<crate::spawner::SpawnerGone>());
         match source.raw_os_error() {
+            _ if spawner_gone => SpawnError::SpawnerGone,
             _ if source.kind() == std::io::ErrorKind::NotFound => SpawnError::NotFound(path),
             Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => {
                 SpawnError::OutOfResources(source)

@@ -75,7 +75,12 @@ where
         settings: Arc::new(settings),
         out,
         notices: notice_tx,
-        spawner: Spawner::start(),
+        spawner: Spawner::start({
+            let failed = task_failed_tx.clone();
+            move |why| {
+                let _ = failed.send(format!("the codex spawner thread panicked: {why}"));
+            }
+        }),
     });
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
     let reader = tokio::spawn(run_reader(input, max_request_bytes, inbound_tx));
@@ -85,11 +90,12 @@ where
     // A closed stdout is a shutdown too: nobody can see the runs any more.
     let internal_error = Arc::new(std::sync::Mutex::new(None));
     let failure = internal_error.clone();
+    let failures = &mut task_failed_rx;
     let shutdown = async move {
         tokio::select! {
             () = shutdown => {}
             Ok(()) = stdout_failed_rx => tracing::error!("stdout closed: stopping every run"),
-            Some(why) = task_failed_rx.recv() => {
+            Some(why) = failures.recv() => {
                 tracing::error!("internal error: {why}; stopping every run");
                 *failure.lock().unwrap() = Some(why);
             }
@@ -112,12 +118,14 @@ where
         Ok(Err(e)) => (Some(e), None),
         Err(why) => (None, why),
     };
-    // A reader that panicked while no run was live ended the dispatcher as
-    // end of input does, before its failure could stop anything.
+    // A part that panicked while no run was live (or as the last one ended)
+    // may have ended the dispatcher as end of input does, before its
+    // failure could stop anything.
     let internal_error = internal_error
         .lock()
         .unwrap()
         .take()
+        .or_else(|| task_failed_rx.try_recv().ok())
         .or(reader_panic)
         .or(writer_panic);
     Summary {

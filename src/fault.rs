@@ -5,7 +5,8 @@
 //! `turn-stop` (a turn, when it is asked to stop), and, each on a `status`
 //! request, `dispatcher-status` (the dispatcher, decoding it),
 //! `reader-status` (the stdin reader, reading it) and `writer-status` (the
-//! stdout writer, writing the answer). A release build compiles every point
+//! stdout writer, writing the answer); and `spawner-second` (the spawner
+//! thread, asked for its second codex). A release build compiles every point
 //! to nothing.
 
 /// Panics if the test asked for a panic at `point` and `here()` holds

@@ -35,6 +35,12 @@ use crate::spawn::{self, Program, Spawned};
 /// turn has the answer.
 const REPLIES_PER_WAKE: usize = 4;
 
+/// The spawner thread panicked (a bug): no codex can start. The daemon
+/// stops (see `daemon`); carried inside the `io::Error` a spawn fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("the codex spawner thread failed")]
+pub struct SpawnerGone;
+
 /// An answer not yet sent.
 type Reply = (oneshot::Sender<io::Result<Spawned>>, io::Result<Spawned>);
 
@@ -56,13 +62,32 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    /// Starts the thread.
-    pub fn start() -> Spawner {
+    /// Starts the thread. If it panics (a bug), `on_panic` gets why: every
+    /// codex it started has just been killed by its parent-death signal, and
+    /// no turn can start any more, so the daemon must stop.
+    pub fn start(on_panic: impl FnOnce(String) + Send + 'static) -> Spawner {
         let (jobs, queue) = mpsc::channel::<Job>();
         let started = std::thread::Builder::new()
             .name("codex-spawner".into())
             .stack_size(256 * 1024)
-            .spawn(move || serve(queue));
+            .spawn(move || {
+                let mut answers: Vec<Reply> = Vec::with_capacity(REPLIES_PER_WAKE);
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    serve(&queue, &mut answers)
+                }));
+                let Err(payload) = served else { return };
+                // The daemon hears of it before any turn does. Then the
+                // children started so far are answered as usual and every
+                // later job refused, until the last Spawner goes: this
+                // thread's exit would kill every codex it started (their
+                // parent-death signal is tied to it) before their turns
+                // could stop them in order.
+                on_panic(crate::daemon::panic_message(payload));
+                answer(&mut answers);
+                for job in queue.iter() {
+                    let _ = job.reply.send(Err(io::Error::other(SpawnerGone)));
+                }
+            });
         match started {
             Ok(_) => Spawner { jobs: Some(jobs) },
             Err(e) => {
@@ -87,13 +112,13 @@ impl Spawner {
             cgroup,
             reply,
         };
-        let gone = || io::Error::other("the codex spawner thread is gone");
+        let gone = || io::Error::other(SpawnerGone);
         jobs.send(job).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
 
-fn serve(queue: mpsc::Receiver<Job>) {
+fn serve(queue: &mpsc::Receiver<Job>, answers: &mut Vec<Reply>) {
     // SAFETY: sigset_t is plain data; blocking signals in this thread only.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -101,21 +126,25 @@ fn serve(queue: mpsc::Receiver<Job>) {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
     // Ends when the last Spawner is dropped.
-    let mut answers: Vec<Reply> = Vec::with_capacity(REPLIES_PER_WAKE);
     let mut next = queue.recv().ok();
     while let Some(mut job) = next {
+        crate::fault::point_if("spawner-second", || {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static SPAWNS: AtomicUsize = AtomicUsize::new(0);
+            SPAWNS.fetch_add(1, Ordering::Relaxed) == 1
+        });
         let cgroup = job.cgroup.as_deref().map(AsRawFd::as_raw_fd);
         answers.push((job.reply, spawn::spawn(&mut job.program, cgroup)));
         next = match queue.try_recv() {
             Ok(job) => {
                 if answers.len() >= REPLIES_PER_WAKE {
-                    answer(&mut answers);
+                    answer(answers);
                 }
                 Some(job)
             }
             // Nothing more queued (or every Spawner is gone): answer now.
             Err(_) => {
-                answer(&mut answers);
+                answer(answers);
                 queue.recv().ok()
             }
         };
@@ -144,7 +173,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_queued_spawn_is_answered_with_its_own_child_whatever_the_grouping() {
-        let spawner = Arc::new(Spawner::start());
+        let spawner = Arc::new(Spawner::start(|why| panic!("the spawner panicked: {why}")));
         // More than a group, queued together (each task sends its job and
         // waits), failures among them.
         let fails = |i: usize| i % 5 == 4;

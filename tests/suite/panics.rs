@@ -72,20 +72,23 @@ async fn a_panicking_turn_ends_its_run_leaves_nothing_and_the_daemon_serves_on()
     }
 }
 
-/// A panic in the reader, the writer or the dispatcher leaves the daemon
-/// unable to serve: it says so with a `fatal` line (which the existing client
-/// takes as the end of every stream), stops every turn and exits 70, leaving
-/// no process, turn dir or cgroup behind.
+/// A panic in the reader, the writer, the dispatcher or the spawner thread
+/// leaves the daemon unable to serve: it says so with a `fatal` line (which
+/// the existing client takes as the end of every stream), stops every turn
+/// and exits 70, leaving no process, turn dir or cgroup behind.
 #[tokio::test]
-async fn a_panic_in_the_reader_writer_or_dispatcher_is_fatal_and_leaves_nothing() {
-    for (point, owner) in [
-        ("reader-status", "the stdin reader"),
-        ("writer-status", "the stdout writer"),
-        ("dispatcher-status", "the dispatcher"),
+async fn a_panic_in_the_daemons_own_parts_is_fatal_and_leaves_nothing() {
+    let status = json!({"type": "status"});
+    let second_run = json!({"type": "run", "id": "second", "params": {"prompt": "x"}});
+    for (point, owner, trigger) in [
+        ("reader-status", "the stdin reader", &status),
+        ("writer-status", "the stdout writer", &status),
+        ("dispatcher-status", "the dispatcher", &status),
+        ("spawner-second", "the codex spawner thread", &second_run),
     ] {
         let mut d = with_panic_at(point).start().await;
         let (codex, pids) = start_descendants(&mut d, "tree").await;
-        d.send(json!({"type": "status"})).await;
+        d.send(trigger.clone()).await;
         let status = d.wait_exit().await;
         assert_eq!(status.code(), Some(70), "{point}; stderr:\n{}", d.stderr());
         let fatal = format!(
