@@ -269,17 +269,22 @@ impl Drop for TurnContainer {
     /// (a few ms; at most `RELEASE_WAIT`) on the thread it runs on, and only
     /// then removes the cgroup, which cannot go while processes are in it.
     fn drop(&mut self) {
-        if let Some(pid) = self.pid.take() {
+        let codex = self.pid.take();
+        if let Some(pid) = codex {
             self.note_descendants(pid);
             self.kill_all(pid);
         }
         let deadline = std::time::Instant::now() + RELEASE_WAIT;
         let mut pause = Duration::from_millis(1);
         loop {
-            let busy = match &self.cgroup {
-                Some(cgroup) => cgroup.populated(),
-                None => self.killed.iter().any(|pid| is_running(*pid)),
-            };
+            // Codex itself too: it is not reaped yet (so its pid is not
+            // reused), and a process leaves its cgroup a moment before it
+            // has exited.
+            let busy = codex.is_some_and(is_running)
+                || match &self.cgroup {
+                    Some(cgroup) => cgroup.populated(),
+                    None => self.killed.iter().any(|pid| is_running(*pid)),
+                };
             if !busy {
                 break;
             }

@@ -147,7 +147,7 @@ impl Dispatcher {
                         }
                     }
                 }
-                Some(notice) = notices.recv() => self.on_notice(notice),
+                Some(notice) = notices.recv() => self.on_notice(notice).await,
                 line = inbound.recv(), if reading => match line {
                     Some(line) => self.on_inbound(line).await,
                     None => {
@@ -163,7 +163,7 @@ impl Dispatcher {
         self.totals
     }
 
-    fn on_notice(&mut self, notice: TurnNotice) {
+    async fn on_notice(&mut self, notice: TurnNotice) {
         match notice {
             TurnNotice::ThreadStarted { id, thread_id } => {
                 if let Some(live) = self.live.get_mut(&id) {
@@ -174,18 +174,44 @@ impl Dispatcher {
                 }
             }
             TurnNotice::Finished { id, ok } => {
-                if ok {
-                    self.totals.ok += 1;
-                } else {
-                    self.totals.failed += 1;
-                }
-                if let Some(live) = self.live.remove(&id) {
-                    self.running -= 1;
-                    if let Some(thread) = live.thread {
-                        if self.busy_threads.get(&thread) == Some(&id) {
-                            self.busy_threads.remove(&thread);
-                        }
+                self.finished(&id, ok);
+            }
+            TurnNotice::Crashed { id, error } => {
+                // As complete an `end` as any other: the thread (to resume
+                // it), and the times.
+                let mut end = End::error(&id, codes::END_INTERNAL, error);
+                if let Some(live) = self.live.get(&id) {
+                    end.thread_id.clone_from(&live.thread);
+                    if let LiveState::Running { started, .. } = &live.state {
+                        end.duration_ms = Some(started.elapsed().as_millis() as u64);
+                        end.queued_ms =
+                            Some(started.duration_since(live.arrived).as_millis() as u64);
                     }
+                }
+                // Finished first, as a turn does: once the client sees the
+                // `end`, the id and the thread are free.
+                self.finished(&id, false);
+                let _ = self.ctx.out.send_end(end).await;
+            }
+        }
+    }
+
+    /// A running turn is over: its id and its thread are free again.
+    fn finished(&mut self, id: &str, ok: bool) {
+        if ok {
+            self.totals.ok += 1;
+        } else {
+            self.totals.failed += 1;
+        }
+        if let Some(live) = self.live.remove(id) {
+            self.running -= 1;
+            if let Some(thread) = live.thread {
+                if self
+                    .busy_threads
+                    .get(&thread)
+                    .is_some_and(|owner| owner == id)
+                {
+                    self.busy_threads.remove(&thread);
                 }
             }
         }
@@ -379,7 +405,7 @@ impl Dispatcher {
         tracing::debug!(run = %id, queued_ms, "starting turn");
         let ctx = self.ctx.clone();
         // The turn runs in its own task; a watcher turns a panic into the
-        // run's `end` so that no run is ever lost.
+        // run's `end` (through the dispatcher) so that no run is ever lost.
         // Every log line of the turn carries its run id through this span.
         let span = tracing::info_span!("run", id = %id);
         tokio::spawn(async move {
@@ -388,16 +414,8 @@ impl Dispatcher {
             );
             if let Err(e) = turn.await {
                 tracing::error!(run = %id, error = %e, "turn task failed");
-                let _ = ctx.notices.send(TurnNotice::Finished {
-                    id: id.clone(),
-                    ok: false,
-                });
-                let end = End::error(
-                    id,
-                    codes::END_INTERNAL,
-                    format!("internal error: the turn task failed: {e}"),
-                );
-                let _ = ctx.out.send_end(end).await;
+                let error = format!("internal error: the turn task failed: {e}");
+                let _ = ctx.notices.send(TurnNotice::Crashed { id, error });
             }
         });
     }

@@ -56,6 +56,15 @@ pub enum TurnNotice {
         /// Whether the end is `ok`.
         ok: bool,
     },
+    /// The turn's task panicked (a bug) after its resources were released
+    /// (their drops): the dispatcher writes its `end`, from what it knows
+    /// of the run.
+    Crashed {
+        /// Run id.
+        id: String,
+        /// What failed.
+        error: String,
+    },
 }
 
 /// What every turn shares.

@@ -58,6 +58,15 @@ async fn a_panicking_turn_ends_its_run_leaves_nothing_and_the_daemon_serves_on()
             "{}",
             run.error()
         );
+        // As complete as any other end: the thread, to resume it, and times.
+        let started = run.events.iter().find(|e| e["type"] == "thread.started");
+        let thread = started.expect("thread.started")["thread_id"].clone();
+        assert_eq!(run.end["thread_id"], thread, "{}", run.end);
+        assert!(
+            run.end["duration_ms"].is_u64() && run.end["queued_ms"].is_u64(),
+            "{}",
+            run.end
+        );
         // The `end` comes after the turn's processes are gone, as on every
         // other path; and its home went with it.
         assert_turn_processes_gone(&d, codex, &pids).await;
@@ -65,8 +74,9 @@ async fn a_panicking_turn_ends_its_run_leaves_nothing_and_the_daemon_serves_on()
         // The panic is logged as one line, with its place.
         d.wait_for_stderr("panicked: injected fault: turn-stop")
             .await;
-        // Only that run ended: the next one runs as usual.
-        d.run("after", json!({"prompt": "x"})).await;
+        // Only that run ended: the next one, on its thread, runs as usual.
+        d.run("after", json!({"prompt": "x", "resume": thread}))
+            .await;
         d.collect_one("after").await.assert_ok();
         d.assert_clean_exit().await;
     }
