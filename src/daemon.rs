@@ -25,9 +25,9 @@ pub struct Summary {
     pub totals: Totals,
     /// Writing stdout failed (its reader went away): an error, not a drain.
     pub stdout_error: Option<std::io::Error>,
-    /// One of the daemon's own tasks (the stdin reader, the stdout writer)
-    /// panicked: a bug. Every run was stopped; the daemon must exit with a
-    /// `fatal` line.
+    /// One of the daemon's own parts (the stdin reader, the stdout writer,
+    /// the spawner thread) panicked: a bug. Every run was stopped; the
+    /// daemon must exit with a `fatal` line.
     pub internal_error: Option<String>,
 }
 
@@ -45,8 +45,9 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    // A panic in the reader or the writer is a bug that leaves the daemon
-    // deaf or mute: it stops every run (as a shutdown does) and is reported.
+    // A panic in the reader, the writer or the spawner thread is a bug that
+    // leaves the daemon deaf, mute or unable to start codex: it stops every
+    // run (as a shutdown does) and is reported.
     let (task_failed_tx, mut task_failed_rx) = mpsc::unbounded_channel::<String>();
 
     let (out, out_rx) = Outgoing::channel();
@@ -58,7 +59,7 @@ where
     );
     let writer = tokio::spawn(async move {
         let result = writer.await.expect("the watcher does not panic");
-        if matches!(result, Ok(Err(_))) {
+        if matches!(result, Some(Err(_))) {
             let _ = stdout_failed_tx.send(());
         }
         result
@@ -88,16 +89,14 @@ where
     let reader = watch_task("stdin reader", reader, task_failed_tx);
 
     // A closed stdout is a shutdown too: nobody can see the runs any more.
-    let internal_error = Arc::new(std::sync::Mutex::new(None));
-    let failure = internal_error.clone();
-    let failures = &mut task_failed_rx;
-    let shutdown = async move {
+    let mut internal_error = None;
+    let shutdown = async {
         tokio::select! {
             () = shutdown => {}
             Ok(()) = stdout_failed_rx => tracing::error!("stdout closed: stopping every run"),
-            Some(why) = failures.recv() => {
+            Some(why) = task_failed_rx.recv() => {
                 tracing::error!("internal error: {why}; stopping every run");
-                *failure.lock().unwrap() = Some(why);
+                internal_error = Some(why);
             }
         }
     };
@@ -106,28 +105,17 @@ where
         .await;
     // The reader may be blocked on stdin that never closes (shutdown case).
     stop_reader.abort();
-    let reader_panic = reader
-        .await
-        .expect("the watcher does not panic")
-        .err()
-        .flatten();
+    let _ = reader.await;
     // Every Outgoing is gone with the dispatcher and the turns: the writer
     // drains what is queued and returns.
-    let (stdout_error, writer_panic) = match writer.await.expect("the watcher does not panic") {
-        Ok(Ok(())) => (None, None),
-        Ok(Err(e)) => (Some(e), None),
-        Err(why) => (None, why),
-    };
+    let stdout_error = writer
+        .await
+        .expect("the watcher does not panic")
+        .and_then(Result::err);
     // A part that panicked while no run was live (or as the last one ended)
     // may have ended the dispatcher as end of input does, before its
-    // failure could stop anything.
-    let internal_error = internal_error
-        .lock()
-        .unwrap()
-        .take()
-        .or_else(|| task_failed_rx.try_recv().ok())
-        .or(reader_panic)
-        .or(writer_panic);
+    // failure could stop anything: its watcher, awaited above, has sent why.
+    let internal_error = internal_error.or_else(|| task_failed_rx.try_recv().ok());
     Summary {
         totals,
         stdout_error,
@@ -135,22 +123,23 @@ where
     }
 }
 
-/// Awaits one of the daemon's own tasks: its output, or why it panicked
-/// (also sent to `failed` at once), or `Err(None)` if it was aborted.
+/// Awaits one of the daemon's own tasks: its output, or `None` if it was
+/// aborted or panicked (then `failed` gets why, at once).
 fn watch_task<T: Send + 'static>(
     name: &'static str,
     task: JoinHandle<T>,
     failed: mpsc::UnboundedSender<String>,
-) -> JoinHandle<Result<T, Option<String>>> {
+) -> JoinHandle<Option<T>> {
     tokio::spawn(async move {
         match task.await {
-            Ok(output) => Ok(output),
-            Err(e) if e.is_panic() => {
-                let why = format!("the {name} panicked: {}", panic_message(e.into_panic()));
-                let _ = failed.send(why.clone());
-                Err(Some(why))
+            Ok(output) => Some(output),
+            Err(e) => {
+                if e.is_panic() {
+                    let why = panic_message(e.into_panic());
+                    let _ = failed.send(format!("the {name} panicked: {why}"));
+                }
+                None
             }
-            Err(_) => Err(None),
         }
     })
 }

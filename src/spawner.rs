@@ -62,9 +62,9 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    /// Starts the thread. If it panics (a bug), `on_panic` gets why: every
-    /// codex it started has just been killed by its parent-death signal, and
-    /// no turn can start any more, so the daemon must stop.
+    /// Starts the thread. If it panics (a bug), `on_panic` gets why: no turn
+    /// can start any more, so the daemon must stop its turns (the thread
+    /// stays up until then, refusing every spawn).
     pub fn start(on_panic: impl FnOnce(String) + Send + 'static) -> Spawner {
         let (jobs, queue) = mpsc::channel::<Job>();
         let started = std::thread::Builder::new()
