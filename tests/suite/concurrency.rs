@@ -63,16 +63,14 @@ async fn the_queue_keeps_arrival_order() {
     d.assert_clean_exit().await;
 }
 
-/// Waiting runs hold their requests in memory: past `--max-queued`, a run
-/// that would wait is refused at once (with its own `end`), and one that
-/// can start is not.
-#[tokio::test]
-async fn runs_beyond_max_queued_end_at_once_with_queue_full() {
+/// A daemon with `--max-concurrent` `slots` and the queue `limit` (a flag
+/// and its value), and a run `holder` held running at a gate: its thread.
+async fn holding_a_slot(slots: &str, limit: [&str; 2]) -> (Daemon, Gate, String) {
     let mut d = Daemon::builder()
         .arg("--max-concurrent")
-        .arg("2")
-        .arg("--max-queued")
-        .arg("2")
+        .arg(slots)
+        .arg(limit[0])
+        .arg(limit[1])
         .start()
         .await;
     let gate = Gate::new();
@@ -82,6 +80,15 @@ async fn runs_beyond_max_queued_end_at_once_with_queue_full() {
         .wait_for(|l| l["id"] == "holder" && l["event"]["type"] == "thread.started")
         .await;
     let thread = started["event"]["thread_id"].as_str().unwrap().to_owned();
+    (d, gate, thread)
+}
+
+/// Waiting runs hold their requests in memory: past `--max-queued`, a run
+/// that would wait is refused at once (with its own `end`), and one that
+/// can start is not.
+#[tokio::test]
+async fn runs_beyond_max_queued_end_at_once_with_queue_full() {
+    let (mut d, gate, thread) = holding_a_slot("2", ["--max-queued", "2"]).await;
     // One slot is free, but a turn on the holder's thread must wait for it.
     d.run("w1", json!({"prompt": "x", "resume": thread})).await;
     d.run("w2", json!({"prompt": "x", "resume": thread})).await;
@@ -113,18 +120,7 @@ async fn runs_beyond_max_queued_end_at_once_with_queue_full() {
 /// run that would wait is refused, and room made by a cancel is room again.
 #[tokio::test]
 async fn waiting_request_bytes_are_bounded_too() {
-    let mut d = Daemon::builder()
-        .arg("--max-concurrent")
-        .arg("1")
-        .arg("--max-queued-bytes")
-        .arg("3000")
-        .start()
-        .await;
-    let gate = Gate::new();
-    d.run("holder", json!({"prompt": "x", "env": gate.env()}))
-        .await;
-    d.wait_for(|l| l["id"] == "holder" && l["event"]["type"] == "thread.started")
-        .await;
+    let (mut d, gate, _) = holding_a_slot("1", ["--max-queued-bytes", "3000"]).await;
     let params = json!({"prompt": "p".repeat(1000)});
     let line_len = |id: &str| {
         serde_json::to_vec(&json!({"type": "run", "id": id, "params": params}))
