@@ -12,7 +12,7 @@ use toml_edit::{DocumentMut, Item, Value};
 
 use crate::codex_home::HomeSettings;
 use crate::command::codex_args;
-use crate::config_toml::{self, ConfigError};
+use crate::config_toml;
 
 /// Shown instead of every secret value.
 const REDACTED: &str = "[redacted]";
@@ -115,16 +115,27 @@ fn check_line(home: &HomeSettings, line: u64, bytes: &[u8], max_line: usize) -> 
                     ..base(Some(id), true)
                 }
             }
-            Err(e) => refuse(Some(id), codes::END_CONFIG_ERROR, e.to_string()),
+            Err(e) => refuse(Some(id), codes::END_CONFIG_ERROR, e),
         },
     }
 }
 
-/// The turn's config.toml with every secret value replaced.
-fn preview(home: &HomeSettings, id: &str, p: &RunParams) -> Result<String, ConfigError> {
-    let base = std::fs::read_to_string(home.base_home.join("config.toml")).ok();
-    let mut doc = config_toml::parse_base(base.as_deref())?;
-    config_toml::synthesize(&mut doc, id, p)?;
+/// The turn's config.toml with every secret value replaced, or why the
+/// daemon would end the run with `config_error` (as it words it).
+fn preview(home: &HomeSettings, id: &str, p: &RunParams) -> Result<String, String> {
+    let path = home.base_home.join("config.toml");
+    let base = match crate::codex_home::read_config(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(format!(
+                "cannot prepare the turn's CODEX_HOME: reading {}: {e}",
+                path.display()
+            ))
+        }
+    };
+    let mut doc = config_toml::parse_base(base.as_deref()).map_err(|e| e.to_string())?;
+    config_toml::synthesize(&mut doc, id, p).map_err(|e| e.to_string())?;
     redact(&mut doc);
     Ok(doc.to_string())
 }
@@ -225,5 +236,42 @@ mod tests {
         assert_eq!(lines[2]["code"], "malformed_json");
         assert_eq!(lines[3]["code"], "line_too_long");
         assert_eq!(lines[3]["line"], 5);
+    }
+
+    /// As the daemon does: a base config.toml that cannot be read is the
+    /// run's `config_error`, never a config without it, nor a hang on a FIFO.
+    #[test]
+    fn an_unreadable_base_config_is_a_config_error() {
+        let base = tempfile::tempdir().unwrap();
+        let path = base.path().join("config.toml");
+        let fifo =
+            std::ffi::CString::new(path.clone().into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let home = HomeSettings {
+            base_home: base.path().to_path_buf(),
+            turn_root: base.path().to_path_buf(),
+            idle: Default::default(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let line = br#"{"type":"run","id":"a","params":{"prompt":"x"}}"#;
+            let refused = run(&home, 1024, &line[..], &mut out).unwrap();
+            let _ = tx.send((refused, String::from_utf8(out).unwrap()));
+        });
+        let (refused, text) = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("check hung on the FIFO");
+        assert_eq!(refused, 1, "{text}");
+        let verdict: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(verdict["code"], "config_error", "{verdict}");
+        assert_eq!(
+            verdict["error"],
+            format!(
+                "cannot prepare the turn's CODEX_HOME: reading {}: not a regular file",
+                path.display()
+            )
+        );
     }
 }

@@ -403,6 +403,25 @@ fn stat_key(path: &Path) -> Result<Option<FileKey>, HomeError> {
     }
 }
 
+/// Reads the base `config.toml`, which must be a regular file: opened
+/// without blocking, so that a FIFO there (or a device) is an error rather
+/// than a daemon stuck forever in `open` or `read`.
+pub fn read_config(path: &Path) -> std::io::Result<String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text)?;
+    Ok(text)
+}
+
 /// The base home's config and entries: from the cache when both keys still
 /// match, else read again (and cached when settled).
 fn base_snapshot(base: &Path) -> Result<Arc<BaseSnapshot>, HomeError> {
@@ -420,7 +439,7 @@ fn base_snapshot(base: &Path) -> Result<Arc<BaseSnapshot>, HomeError> {
 
     let config = match config_key {
         None => None,
-        Some(_) => match fs::read_to_string(&config_path) {
+        Some(_) => match read_config(&config_path) {
             Ok(text) => Some(config_toml::parse_base(Some(&text))?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io("reading", &config_path)(e)),
@@ -726,6 +745,44 @@ exit 3
             "exec\ndelete\nresume\n",
             "the nil-thread recipe after the failed delete"
         );
+    }
+
+    /// A FIFO never written to would block a plain read forever: the
+    /// daemon's start (its homes are made before it reads requests) and
+    /// every turn with it.
+    #[test]
+    fn a_base_config_that_is_no_regular_file_is_an_error_not_a_hang() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("home");
+        fs::create_dir(&base).unwrap();
+        let fifo = std::ffi::CString::new(
+            base.join("config.toml")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let settings = HomeSettings {
+            base_home: base,
+            turn_root: root.path().to_path_buf(),
+            idle: Default::default(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let params: RunParams =
+                serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
+            let _ = tx.send(
+                prepare(&settings, None, "r1", &params)
+                    .map(|_| ())
+                    .map_err(|e| crate::diag::chain(&e)),
+            );
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("preparing a home hung on the FIFO");
+        let error = result.expect_err("a FIFO is no config");
+        assert!(error.contains("config.toml: not a regular file"), "{error}");
     }
 
     #[test]
