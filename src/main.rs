@@ -115,7 +115,19 @@ enum LogFormat {
 const EX_SOFTWARE: u8 = 70;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are answers, printed on stdout.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // A client reads stderr for `fatal`; a person reads clap's text
+            // with its usage hint after it.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            diag::fatal(first.strip_prefix("error: ").unwrap_or(first));
+            e.exit()
+        }
+    };
     // As a container's PID 1, a process of ours stays PID 1 to reap orphans
     // (see `init`): before any thread exists.
     let under_init = codex_runner::init::split_if_pid1();
@@ -323,10 +335,14 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
     ensure_turn_root(&turn_root).map_err(|e| diag::chain(&e))?;
     codex_runner::codex_home::clean_stale(&turn_root);
     let seconds = |name: &str, value: f64| {
-        if value.is_finite() && value >= 0.0 {
+        if value.is_finite() && (0.0..=runner_protocol::MAX_SECONDS).contains(&value) {
             Ok(Duration::from_secs_f64(value))
         } else {
-            Err(format!("--{name} must be a non-negative number of seconds"))
+            Err(format!(
+                "--{name} must be a number of seconds from 0 to {:e}, got {}",
+                runner_protocol::MAX_SECONDS,
+                runner_protocol::seconds_text(value)
+            ))
         }
     };
     let turn_timeout = seconds("turn-timeout", cli.turn_timeout)?;

@@ -51,4 +51,4 @@ pub use params::{
     ApprovalPolicy, ContentPart, Effort, Input, InputContent, McpServer, RunParams, SandboxMode,
     ToolsApproval,
 };
-pub use validate::{tool_namespace, InvalidParams, MAX_RUN_ID_BYTES};
+pub use validate::{seconds_text, tool_namespace, InvalidParams, MAX_RUN_ID_BYTES, MAX_SECONDS};

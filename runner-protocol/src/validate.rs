@@ -36,6 +36,25 @@ const RESERVED_ENV: &[&str] = &["CODEX_HOME", "CODEX_RUNNER_RUN_ID"];
 /// Longest run id accepted, in bytes.
 pub const MAX_RUN_ID_BYTES: usize = 4096;
 
+/// Longest time limit accepted, in seconds (about 31 years): every duration
+/// is added to a clock reading, which a larger one would overflow.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// `value` as a time limit: finite, positive and at most [`MAX_SECONDS`].
+fn positive_seconds(value: f64) -> bool {
+    value.is_finite() && value > 0.0 && value <= MAX_SECONDS
+}
+
+/// A number of seconds as an error message quotes it: `1e300`, not its
+/// three hundred digits.
+pub fn seconds_text(value: f64) -> String {
+    if value != 0.0 && !(1e-3..1e15).contains(&value.abs()) {
+        format!("{value:e}")
+    } else {
+        format!("{value}")
+    }
+}
+
 /// A run id goes where a control character breaks things: into codex's
 /// environment (`CODEX_RUNNER_RUN_ID`, where a NUL cannot be) and into the
 /// `X-Codex-Runner-Run-Id` header to every HTTP MCP server (where CR or LF
@@ -119,10 +138,10 @@ pub(crate) fn validate(p: &RunParams) -> Result<(), InvalidParams> {
         arg_value(&format!("params.additional_directories[{i}]"), dir)?;
     }
     if let Some(t) = p.timeout_secs {
-        if !(t.is_finite() && t > 0.0 && t <= 1e9) {
+        if !positive_seconds(t) {
             return Err(InvalidParams::new(
                 "params.timeout_secs",
-                format!("params.timeout_secs: must be a positive number of seconds, got {t}"),
+                format!("params.timeout_secs: must be a positive number of seconds, at most {MAX_SECONDS:e}, got {}", seconds_text(t)),
             ));
         }
     }
@@ -346,10 +365,10 @@ fn validate_server(field: &str, s: &McpServer) -> Result<(), InvalidParams> {
         ("tool_timeout_sec", s.tool_timeout_sec),
     ] {
         if let Some(secs) = secs {
-            if !(secs.is_finite() && secs > 0.0 && secs <= 1e9) {
+            if !positive_seconds(secs) {
                 return Err(err(
                     &format!(".{key}"),
-                    format!("{field}.{key}: must be a positive number of seconds, got {secs}"),
+                    format!("{field}.{key}: must be a positive number of seconds, at most {MAX_SECONDS:e}, got {}", seconds_text(secs)),
                 ));
             }
         }

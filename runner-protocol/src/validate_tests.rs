@@ -158,6 +158,14 @@ fn argv_values_env_and_config() {
     let mut p = with_prompt();
     p.timeout_secs = Some(0.0);
     assert_eq!(validate(&p).unwrap_err().field, "params.timeout_secs");
+    // A time a clock reading can hold, and the message says how much.
+    p.timeout_secs = Some(crate::MAX_SECONDS);
+    assert!(validate(&p).is_ok());
+    p.timeout_secs = Some(2e9);
+    assert!(validate(&p)
+        .unwrap_err()
+        .message
+        .ends_with("at most 1e9, got 2000000000"));
     let mut p = with_prompt();
     p.agent_instance_hierarchy = Some("a\0b".into());
     assert_eq!(

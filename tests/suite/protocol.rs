@@ -3,7 +3,53 @@
 
 use serde_json::{json, Value};
 
-use super::harness::{turn_root_dir, Daemon, Gate};
+use super::harness::{fake_codex_bin, runner_bin, turn_root_dir, Daemon, Gate, READ_TIMEOUT};
+
+/// Flags the daemon cannot start with get a `fatal` line (what a client
+/// reads) and exit 2, whether clap or the daemon refuses them; before, clap's
+/// refusals printed only text, and a time beyond what a clock reading holds
+/// panicked.
+#[tokio::test]
+async fn bad_flags_are_a_fatal_line_and_exit_2() {
+    let home = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (&["--max-concurrent", "0"][..], "'0' for '--max-concurrent"),
+        (&["--bogus"][..], "unexpected argument '--bogus'"),
+        (
+            &["--turn-timeout", "1e300"][..],
+            "--turn-timeout must be a number of seconds from 0 to 1e9, got 1e300",
+        ),
+        (
+            &["--kill-grace", "2e9"][..],
+            "--kill-grace must be a number of seconds from 0 to 1e9, got 2000000000",
+        ),
+    ] {
+        let out = tokio::time::timeout(
+            READ_TIMEOUT,
+            tokio::process::Command::new(runner_bin())
+                .args(args)
+                .arg("--codex-bin")
+                .arg(fake_codex_bin())
+                .arg("--codex-home")
+                .arg(home.path())
+                .stdin(std::process::Stdio::null())
+                .output(),
+        )
+        .await
+        .expect("the daemon exits")
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let fatal: Vec<Value> = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "fatal")
+            .collect();
+        assert_eq!(fatal.len(), 1, "{args:?}: {stderr}");
+        let message = fatal[0]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{args:?}: {message}");
+    }
+}
 
 #[tokio::test]
 async fn existing_client_run_streams_events_then_one_end() {
