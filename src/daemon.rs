@@ -135,7 +135,7 @@ fn watch_task<T: Send + 'static>(
             Ok(output) => Some(output),
             Err(e) => {
                 if e.is_panic() {
-                    let why = panic_message(e.into_panic());
+                    let why = panic_message(&*e.into_panic()).to_owned();
                     let _ = failed.send(format!("the {name} panicked: {why}"));
                 }
                 None
@@ -144,13 +144,12 @@ fn watch_task<T: Send + 'static>(
     })
 }
 
-/// The message a panic was raised with.
-pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(message) => *message,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(message) => (*message).to_owned(),
-            Err(_) => "(no message)".to_owned(),
-        },
-    }
+/// The message a panic was raised with (its payload, as caught or as the
+/// panic hook sees it).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

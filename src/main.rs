@@ -216,7 +216,7 @@ fn run(cli: Cli) -> ExitCode {
     let summary = match served {
         Ok(summary) => summary,
         Err(payload) => {
-            let why = daemon::panic_message(payload);
+            let why = daemon::panic_message(&*payload);
             // Shutting the runtime down drops every turn: each kills its
             // processes and removes its home as it goes (their drops). A
             // blocking stdin read must not keep us alive.
@@ -381,12 +381,7 @@ fn default_turn_root() -> PathBuf {
 /// straight to fd 2. What it ends is decided where it is caught.
 fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(no message)");
+        let message = daemon::panic_message(info.payload());
         let location = info.location().map(ToString::to_string).unwrap_or_default();
         let backtrace = std::backtrace::Backtrace::capture();
         if backtrace.status() == std::backtrace::BacktraceStatus::Captured {

@@ -82,7 +82,7 @@ impl Spawner {
                 // thread's exit would kill every codex it started (their
                 // parent-death signal is tied to it) before their turns
                 // could stop them in order.
-                on_panic(crate::daemon::panic_message(payload));
+                on_panic(crate::daemon::panic_message(&*payload).to_owned());
                 answer(&mut answers);
                 for job in queue.iter() {
                     let _ = job.reply.send(Err(io::Error::other(SpawnerGone)));
