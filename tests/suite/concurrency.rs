@@ -63,6 +63,19 @@ async fn the_queue_keeps_arrival_order() {
     d.assert_clean_exit().await;
 }
 
+/// Starts run `id` held running at a gate until its thread is announced:
+/// the gate, and the thread.
+async fn run_held(d: &mut Daemon, id: &str, prompt: &str) -> (Gate, String) {
+    let gate = Gate::new();
+    d.run(id, json!({"prompt": prompt, "env": gate.env()}))
+        .await;
+    let started = d
+        .wait_for(|l| l["id"] == id && l["event"]["type"] == "thread.started")
+        .await;
+    let thread = started["event"]["thread_id"].as_str().unwrap().to_owned();
+    (gate, thread)
+}
+
 /// A daemon with `--max-concurrent` `slots` and the queue `limit` (a flag
 /// and its value), and a run `holder` held running at a gate: its thread.
 async fn holding_a_slot(slots: &str, limit: [&str; 2]) -> (Daemon, Gate, String) {
@@ -73,13 +86,7 @@ async fn holding_a_slot(slots: &str, limit: [&str; 2]) -> (Daemon, Gate, String)
         .arg(limit[1])
         .start()
         .await;
-    let gate = Gate::new();
-    d.run("holder", json!({"prompt": "x", "env": gate.env()}))
-        .await;
-    let started = d
-        .wait_for(|l| l["id"] == "holder" && l["event"]["type"] == "thread.started")
-        .await;
-    let thread = started["event"]["thread_id"].as_str().unwrap().to_owned();
+    let (gate, thread) = run_held(&mut d, "holder", "x").await;
     (d, gate, thread)
 }
 
@@ -164,13 +171,7 @@ async fn waiting_request_bytes_are_bounded_too() {
 #[tokio::test]
 async fn a_second_turn_on_a_running_thread_waits_for_it() {
     let mut d = Daemon::start().await;
-    let gate = Gate::new();
-    d.run("first", json!({"prompt": "one", "env": gate.env()}))
-        .await;
-    let started = d
-        .wait_for(|l| l["id"] == "first" && l["event"]["type"] == "thread.started")
-        .await;
-    let thread = started["event"]["thread_id"].as_str().unwrap().to_owned();
+    let (gate, thread) = run_held(&mut d, "first", "one").await;
 
     d.run("second", json!({"prompt": "two", "resume": thread}))
         .await;
