@@ -99,6 +99,11 @@ pub fn for_codex(bin: &CodexBin) -> Option<Arc<DbTemplate>> {
                     );
                     Slot::Ready(Arc::new(template))
                 }
+                // A build cut short by the daemon's exit costs no turn.
+                Err(why) if running().stopped => {
+                    tracing::debug!("codex database templates not built: {why}");
+                    Slot::Unavailable
+                }
                 Err(why) => {
                     // Every turn then pays codex's database set-up (~50 ms
                     // of CPU, more with many rollouts): worth a warning.
