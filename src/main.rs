@@ -1,7 +1,7 @@
 //! `codex-runner`: flags, logging and wiring; the daemon lives in the library.
 #![deny(clippy::print_stdout)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -314,12 +314,21 @@ fn check(cli: &Cli) -> ExitCode {
 }
 
 fn base_home(cli: &Cli) -> Result<PathBuf, String> {
-    match &cli.codex_home {
-        Some(home) => Ok(home.clone()),
+    let home = match &cli.codex_home {
+        Some(home) => home.clone(),
         None => std::env::var_os("HOME")
             .map(|h| PathBuf::from(h).join(".codex"))
-            .ok_or_else(|| "neither --codex-home, CODEX_HOME nor HOME is set".to_owned()),
-    }
+            .ok_or_else(|| "neither --codex-home, CODEX_HOME nor HOME is set".to_owned())?,
+    };
+    absolute(&home, "--codex-home")
+}
+
+/// `path` from the daemon's working directory. A turn's home links to the
+/// base home's entries, and a relative link would be read from the turn's
+/// directory; codex runs in the request's `cwd`, so a relative CODEX_HOME
+/// would be read from there.
+fn absolute(path: &Path, flag: &str) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
 }
 
 fn settings(cli: &Cli) -> Result<Settings, String> {
@@ -331,7 +340,10 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
         Err(e) => tracing::warn!("{e}; every run will fail until it is installed"),
     }
     let base_home = base_home(cli)?;
-    let turn_root = cli.turn_dir.clone().unwrap_or_else(default_turn_root);
+    let turn_root = absolute(
+        &cli.turn_dir.clone().unwrap_or_else(default_turn_root),
+        "--turn-dir",
+    )?;
     ensure_turn_root(&turn_root).map_err(|e| diag::chain(&e))?;
     codex_runner::codex_home::clean_stale(&turn_root);
     let seconds = |name: &str, value: f64| {

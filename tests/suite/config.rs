@@ -269,6 +269,36 @@ async fn resume_lands_on_the_shared_sessions_dir() {
     d.assert_clean_exit().await;
 }
 
+#[tokio::test]
+async fn relative_home_and_turn_dir_are_taken_from_the_daemons_cwd() {
+    // Before, a turn's links pointed at `<relative base>/sessions` read from
+    // the turn's own dir: nothing there, so no rollout could be written.
+    let mut d = Daemon::builder().relative_paths().start().await;
+    d.run("t1", json!({"prompt": "first"})).await;
+    let first = d.collect_one("t1").await;
+    first.assert_ok();
+    let thread = first.end["thread_id"].as_str().unwrap().to_owned();
+    d.run("t2", json!({"prompt": "second", "resume": thread}))
+        .await;
+    let second = d.collect_one("t2").await;
+    second.assert_ok();
+    assert_eq!(second.agent_texts(), ["echo: second (turn 2)"]);
+
+    let record = d.record("t2");
+    let home = record["codex_home"].as_str().unwrap();
+    assert!(
+        home.starts_with(d.turn_root.path().to_str().unwrap()),
+        "{home}"
+    );
+    assert_eq!(
+        record["codex_home_entries"]["sessions"]["target"],
+        d.base_home().join("sessions").to_str().unwrap()
+    );
+    let rollout = find_rollout(&d.base_home().join("sessions"), &thread).expect("a rollout file");
+    assert_eq!(std::fs::read_to_string(rollout).unwrap().lines().count(), 2);
+    d.assert_clean_exit().await;
+}
+
 fn find_rollout(dir: &std::path::Path, thread: &str) -> Option<std::path::PathBuf> {
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();

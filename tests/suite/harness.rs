@@ -85,6 +85,7 @@ pub struct DaemonBuilder {
     ignored_signal: Option<i32>,
     hold_stderr: bool,
     pid_1_of_its_namespace: bool,
+    relative_paths: bool,
 }
 
 impl DaemonBuilder {
@@ -140,6 +141,13 @@ impl DaemonBuilder {
     /// own /proc, as a container's entrypoint is (`unshare --pid --fork
     /// --mount-proc`; see [`pid_namespaces_work`]). [`Daemon::pid`] is then
     /// unshare's.
+    /// Runs the daemon in `/` and gives it `--codex-home` and `--turn-dir`
+    /// as paths relative to it.
+    pub fn relative_paths(mut self) -> Self {
+        self.relative_paths = true;
+        self
+    }
+
     pub fn pid_1_of_its_namespace(mut self) -> Self {
         self.pid_1_of_its_namespace = true;
         self
@@ -167,13 +175,23 @@ impl DaemonBuilder {
         } else {
             Command::new(runner_bin())
         };
+        let turn_dir = turn_root.path().join("turns");
+        let (home_arg, turn_dir_arg) = if self.relative_paths {
+            command.current_dir("/");
+            (
+                base_home.path().strip_prefix("/").unwrap(),
+                turn_dir.strip_prefix("/").unwrap(),
+            )
+        } else {
+            (base_home.path(), turn_dir.as_path())
+        };
         command
             .arg("--codex-bin")
             .arg(self.codex_bin.unwrap_or_else(fake_codex_bin))
             .arg("--codex-home")
-            .arg(base_home.path())
+            .arg(home_arg)
             .arg("--turn-dir")
-            .arg(turn_root.path().join("turns"))
+            .arg(turn_dir_arg)
             .args(&self.args)
             .env("FAKE_CODEX_RECORD_DIR", records.path())
             .env_remove("FAKE_CODEX_SCENARIO")
@@ -292,6 +310,7 @@ impl Daemon {
             ignored_signal: None,
             hold_stderr: false,
             pid_1_of_its_namespace: false,
+            relative_paths: false,
         }
     }
 
