@@ -18,9 +18,11 @@ pub const THREAD_ID_HEADER: &str = "X-Codex-Runner-Thread-Id";
 /// Why a config could not be synthesised.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The base `config.toml` is not valid TOML.
+    /// The base `config.toml` is not valid TOML: where, and why. Never the
+    /// parser's own text, which quotes the offending line (a header's
+    /// secret, say) on several lines.
     #[error("base config.toml is not valid TOML: {0}")]
-    BaseInvalid(#[source] toml_edit::TomlError),
+    BaseInvalid(String),
     /// A key of the base config has a shape we cannot extend.
     #[error("base config.toml: `{0}` must be a table")]
     NotATable(String),
@@ -31,9 +33,23 @@ pub enum ConfigError {
 
 /// Parses the base config (an absent file is an empty document).
 pub fn parse_base(text: Option<&str>) -> Result<DocumentMut, ConfigError> {
-    text.unwrap_or("")
-        .parse::<DocumentMut>()
-        .map_err(ConfigError::BaseInvalid)
+    let text = text.unwrap_or("");
+    text.parse::<DocumentMut>()
+        .map_err(|e| ConfigError::BaseInvalid(syntax_error(text, &e)))
+}
+
+/// `line L, column C: message`, on one line, quoting nothing of `text`.
+fn syntax_error(text: &str, e: &toml_edit::TomlError) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return message;
+    };
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    format!(
+        "line {}, column {}: {message}",
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1
+    )
 }
 
 /// What of a request a turn's config depends on, besides the run id and

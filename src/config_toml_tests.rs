@@ -178,6 +178,14 @@ fn invalid_base_and_out_of_range_numbers_are_errors() {
         parse_base(Some("x = = 1")),
         Err(ConfigError::BaseInvalid(_))
     ));
+    // Where and why, on one line, without the line's text (a secret).
+    let base = "model = \"m\"\n[mcp_servers.m]\nhttp_headers = { A = \"Bearer sk-SECRET\"\n";
+    let error = parse_base(Some(base)).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "base config.toml is not valid TOML: line 3, column 40: unclosed inline table, expected `}`"
+    );
+    assert!(std::error::Error::source(&parse_base(Some(base)).unwrap_err()).is_none());
     let mut doc = parse_base(Some("mcp_servers = 5")).unwrap();
     let p = params(json!({"prompt": "x"}));
     assert!(matches!(
