@@ -376,17 +376,28 @@ fn validate_server(field: &str, s: &McpServer) -> Result<(), InvalidParams> {
     Ok(())
 }
 
+/// The errors never quote the URL: it may carry a password or a token.
 fn check_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+        .ok_or_else(|| {
+            let scheme = url.split_once("://").map(|(s, _)| s).filter(|s| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            });
+            match scheme {
+                Some(scheme) => format!("must be an http:// or https:// URL, not {scheme}://"),
+                None => "must be an http:// or https:// URL".to_owned(),
+            }
+        })?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.starts_with(':') {
-        return Err(format!("{url:?} has no host"));
+        return Err("has no host".to_owned());
     }
     if url.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(format!("{url:?} contains whitespace or control characters"));
+        return Err("contains whitespace or control characters".to_owned());
     }
     Ok(())
 }

@@ -83,6 +83,26 @@ fn urls_must_be_http() {
         assert_eq!(e.field, "params.mcp_servers.s.url", "{bad}");
     }
     assert!(check_servers(vec![("s", http("https://example.com:8443/mcp?x=1"))]).is_ok());
+    // A refused URL is not quoted: it may hold a password or a token.
+    for (bad, why) in [
+        (
+            "ftp://bot:hunter2@h/",
+            "must be an http:// or https:// URL, not ftp://",
+        ),
+        ("bot:hunter2@h", "must be an http:// or https:// URL"),
+        (
+            "http://bot:hunter2@h/a b",
+            "contains whitespace or control characters",
+        ),
+        ("http://:hunter2", "has no host"),
+    ] {
+        let e = check_servers(vec![("s", http(bad))]).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!("params.mcp_servers.s.url: {why}"),
+            "{bad}"
+        );
+    }
 }
 
 #[test]
