@@ -94,6 +94,9 @@ pub struct Dispatcher {
     busy_threads: HashMap<String, String>,
     totals: Totals,
     born: Instant,
+    /// A signal asked the daemon to stop: runs are no longer started, and
+    /// a new one ends at once with `shutdown`.
+    shutting_down: bool,
 }
 
 impl Dispatcher {
@@ -111,6 +114,7 @@ impl Dispatcher {
             busy_threads: HashMap::new(),
             totals: Totals::default(),
             born: Instant::now(),
+            shutting_down: false,
         }
     }
 
@@ -127,18 +131,18 @@ impl Dispatcher {
         tokio::pin!(shutdown);
         tokio::pin!(kill_now);
         let mut reading = true;
-        let mut shutting_down = false;
         let mut killing = false;
-        while reading || !self.live.is_empty() {
+        // While stopping, lines are still read and answered until the last
+        // run has ended: a client never waits on a line the daemon dropped.
+        while (reading && !self.shutting_down) || !self.live.is_empty() {
             tokio::select! {
                 biased;
-                () = &mut shutdown, if !shutting_down => {
-                    shutting_down = true;
-                    reading = false;
+                () = &mut shutdown, if !self.shutting_down => {
+                    self.shutting_down = true;
                     tracing::info!(live = self.live.len(), "shutting down: stopping every run");
                     self.stop_all().await;
                 }
-                () = &mut kill_now, if shutting_down && !killing => {
+                () = &mut kill_now, if self.shutting_down && !killing => {
                     killing = true;
                     tracing::warn!(live = self.live.len(), "second signal: killing every turn now");
                     for live in self.live.values() {
@@ -156,7 +160,7 @@ impl Dispatcher {
                     }
                 },
             }
-            if !shutting_down {
+            if !self.shutting_down {
                 self.start_ready();
             }
         }
@@ -255,6 +259,17 @@ impl Dispatcher {
                         self.totals.refused += 1;
                         tracing::info!(run = %id, field = %invalid.field, "refused run: invalid params");
                         let end = End::error(id, codes::END_INVALID_PARAMS, invalid.message);
+                        let _ = self.ctx.out.send_end(end).await;
+                    }
+                    Ok(params) if self.shutting_down => {
+                        self.totals.refused += 1;
+                        tracing::info!(run = %id, "refused run: shutting down");
+                        let mut end = End::error(
+                            id,
+                            codes::END_SHUTDOWN,
+                            "not started: the runner is shutting down",
+                        );
+                        end.thread_id = params.resume;
                         let _ = self.ctx.out.send_end(end).await;
                     }
                     Ok(params) if self.queue_is_full_for(&params, bytes).is_some() => {
@@ -461,6 +476,7 @@ impl Dispatcher {
             max_queued_bytes: self.queue_limits.bytes,
             queued_bytes: self.queued_bytes,
             uptime_ms: ms(self.born),
+            shutting_down: self.shutting_down,
             totals: StatusTotals {
                 accepted: self.totals.accepted,
                 ok: self.totals.ok,
@@ -475,6 +491,7 @@ impl Dispatcher {
         self.queued_bytes = 0;
         for id in queued {
             if let Some(live) = self.live.remove(&id) {
+                self.totals.failed += 1;
                 let mut end = End::error(
                     &id,
                     codes::END_SHUTDOWN,

@@ -27,6 +27,10 @@ pub struct StatusReport {
     pub queued_bytes: usize,
     /// Milliseconds since the daemon started.
     pub uptime_ms: u64,
+    /// `true` once a signal asked the daemon to stop: it starts no more
+    /// runs, and exits once the running ones have ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shutting_down: bool,
     /// Counts since the daemon started.
     pub totals: StatusTotals,
 }
@@ -60,6 +64,8 @@ pub struct StatusTotals {
     pub ok: u64,
     /// Accepted runs that ended with an error.
     pub failed: u64,
-    /// Lines refused (`rejected`, or an `invalid_params` end).
+    /// Lines refused: `rejected`, or a run ended before it was accepted
+    /// (`invalid_params` from the request's own checks, `queue_full`, or
+    /// `shutdown` while the daemon stops).
     pub refused: u64,
 }

@@ -150,6 +150,67 @@ async fn sigterm_ends_every_run_with_shutdown_and_exits_within_the_grace() {
     );
 }
 
+#[tokio::test]
+async fn while_shutting_down_every_line_is_still_answered() {
+    // The grace period outlasts the test: only the second signal ends it.
+    let mut d = Daemon::builder()
+        .arg("--kill-grace")
+        .arg("600")
+        .arg("--max-concurrent")
+        .arg("1")
+        .start()
+        .await;
+    d.run(
+        "stubborn",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang_ignore_sigint"}}),
+    )
+    .await;
+    d.wait_turn_started("stubborn").await;
+    d.run("queued", json!({"prompt": "x", "resume": "thread-q"}))
+        .await;
+    // The run is queued before the signal comes.
+    d.send(json!({"type": "status"})).await;
+    let status = d.wait_for(|l| l["type"] == "status").await;
+    assert_eq!(status["queued"][0]["id"], "queued", "{status}");
+    assert!(status.get("shutting_down").is_none(), "{status}");
+    d.signal(libc::SIGTERM);
+    // Written at once by the dispatcher's stop: the signal has been seen.
+    let queued = d.collect_one("queued").await;
+    assert_eq!(queued.code(), Some("shutdown"), "{}", queued.end);
+
+    d.send(json!({"type": "status", "id": "s1"})).await;
+    let status = d.wait_for(|l| l["type"] == "status").await;
+    assert_eq!(status["shutting_down"], true, "{status}");
+    assert_eq!(status["running"][0]["id"], "stubborn");
+    assert_eq!(status["running"][0]["stopping"], true);
+    assert_eq!(status["queued"], json!([]));
+    assert_eq!(
+        status["totals"],
+        json!({"accepted": 2, "ok": 0, "failed": 1, "refused": 0})
+    );
+
+    d.run("late", json!({"prompt": "x", "resume": "thread-l"}))
+        .await;
+    let late = d.collect_one("late").await;
+    assert_eq!(late.code(), Some("shutdown"), "{}", late.end);
+    assert_eq!(late.end["thread_id"], "thread-l");
+    assert!(late.events.is_empty());
+    d.cancel("nobody").await;
+    let rejected = d.wait_for(|l| l["type"] == "rejected").await;
+    assert_eq!(rejected["code"], "unknown_id", "{rejected}");
+
+    d.signal(libc::SIGTERM);
+    let stubborn = d.collect_one("stubborn").await;
+    assert_eq!(stubborn.code(), Some("shutdown"), "{}", stubborn.end);
+    assert!(d.wait_exit().await.success());
+    assert!(
+        d.stderr()
+            .contains("codex-runner exiting accepted=2 ok=0 failed=2 refused=2"),
+        "{}",
+        d.stderr()
+    );
+}
+
 /// The bit of `signal` in a `/proc/<pid>/status` mask line such as `SigIgn`.
 fn in_mask(pid: u32, line: &str, signal: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
