@@ -10,14 +10,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use runner_protocol::status::{RunStatus, StatusReport, StatusTotals};
 use runner_protocol::{codes, End, OutputLine, Rejected, Rejection, Request, RunParams};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use crate::turn::{run_turn, StopReason, TurnContext, TurnNotice};
+use crate::turn::{run_turn, Stop, StopReason, TurnContext, TurnNotice};
 use crate::writer::encode;
 
 /// A line from the reader.
@@ -61,8 +61,10 @@ pub struct QueueLimits {
 enum LiveState {
     Queued(Box<RunParams>),
     Running {
-        stop: watch::Sender<Option<StopReason>>,
+        stop: watch::Sender<Stop>,
         started: Instant,
+        /// Its time limit, if any (the turn enforces it).
+        timeout: Option<Duration>,
     },
 }
 
@@ -147,7 +149,11 @@ impl Dispatcher {
                     tracing::warn!(live = self.live.len(), "second signal: killing every turn now");
                     for live in self.live.values() {
                         if let LiveState::Running { stop, .. } = &live.state {
-                            stop.send_replace(Some(StopReason::ShutdownNow));
+                            // A reason the turn has not seen yet stays.
+                            stop.send_modify(|stop| {
+                                stop.reason.get_or_insert(StopReason::Shutdown);
+                                stop.now = true;
+                            });
                         }
                     }
                 }
@@ -314,9 +320,9 @@ impl Dispatcher {
             }
             Some(LiveState::Running { stop, .. }) => {
                 // A second cancel, or one racing the turn's own end, is a no-op.
-                stop.send_if_modified(|reason| {
-                    reason.is_none() && {
-                        *reason = Some(StopReason::Cancelled);
+                stop.send_if_modified(|stop| {
+                    stop.reason.is_none() && {
+                        stop.reason = Some(StopReason::Cancelled);
                         true
                     }
                 });
@@ -403,10 +409,18 @@ impl Dispatcher {
 
     fn start(&mut self, id: String) {
         let live = self.live.get_mut(&id).expect("queued runs are live");
-        let (stop_tx, stop_rx) = watch::channel(None);
+        let (stop_tx, stop_rx) = watch::channel(Stop::default());
+        let timeout = match &live.state {
+            LiveState::Queued(params) => params
+                .timeout_secs
+                .map(Duration::from_secs_f64)
+                .or(self.ctx.settings.turn_timeout),
+            LiveState::Running { .. } => unreachable!("only queued runs are started"),
+        };
         let running = LiveState::Running {
             stop: stop_tx,
             started: Instant::now(),
+            timeout,
         };
         let LiveState::Queued(params) = std::mem::replace(&mut live.state, running) else {
             unreachable!("only queued runs are started");
@@ -442,12 +456,17 @@ impl Dispatcher {
             .live
             .iter()
             .filter_map(|(id, live)| match &live.state {
-                LiveState::Running { stop, started } => Some(RunStatus {
+                LiveState::Running {
+                    stop,
+                    started,
+                    timeout,
+                } => Some(RunStatus {
                     id: id.clone(),
                     thread_id: live.thread.clone(),
                     age_ms: ms(live.arrived),
                     running_ms: Some(ms(*started)),
-                    stopping: stop.borrow().is_some(),
+                    stopping: stop.borrow().reason.is_some()
+                        || timeout.is_some_and(|limit| started.elapsed() >= limit),
                 }),
                 LiveState::Queued(_) => None,
             })
@@ -504,9 +523,9 @@ impl Dispatcher {
         }
         for live in self.live.values() {
             if let LiveState::Running { stop, .. } = &live.state {
-                stop.send_if_modified(|reason| {
-                    reason.is_none() && {
-                        *reason = Some(StopReason::Shutdown);
+                stop.send_if_modified(|stop| {
+                    stop.reason.is_none() && {
+                        stop.reason = Some(StopReason::Shutdown);
                         true
                     }
                 });

@@ -180,7 +180,7 @@ impl TurnState {
         if let Some(reason) = stop {
             return match reason {
                 StopReason::Cancelled => fail(codes::END_CANCELLED, "cancelled by request".into()),
-                StopReason::Shutdown | StopReason::ShutdownNow => fail(
+                StopReason::Shutdown => fail(
                     codes::END_SHUTDOWN,
                     "cancelled: the runner is shutting down".into(),
                 ),

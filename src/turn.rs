@@ -34,9 +34,16 @@ pub enum StopReason {
     Cancelled,
     /// The daemon is shutting down.
     Shutdown,
+}
+
+/// What the dispatcher asks of a running turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stop {
+    /// Stop it, for this reason (the first one set stays).
+    pub reason: Option<StopReason>,
     /// The daemon got a second shutdown signal: kill now, no grace. A turn
-    /// already stopping for another reason keeps that reason.
-    ShutdownNow,
+    /// already stopping (timed out, say) keeps its reason.
+    pub now: bool,
 }
 
 /// What a turn tells the dispatcher.
@@ -84,7 +91,7 @@ pub async fn run_turn(
     ctx: Arc<TurnContext>,
     id: String,
     params: Box<RunParams>,
-    stop: watch::Receiver<Option<StopReason>>,
+    stop: watch::Receiver<Stop>,
     queued_ms: u64,
 ) {
     let started = Instant::now();
@@ -105,7 +112,7 @@ async fn drive(
     ctx: &TurnContext,
     id: &str,
     params: &RunParams,
-    mut stop: watch::Receiver<Option<StopReason>>,
+    mut stop: watch::Receiver<Stop>,
 ) -> End {
     let settings = &ctx.settings;
     let redactor = Redactor::for_params(params);
@@ -182,6 +189,7 @@ async fn drive(
     let mut stdout_done = false;
     let mut exit: Option<std::process::ExitStatus> = None;
     let mut stdout_closed_stop = false;
+    let mut stop_closed = false;
     // Polled in place: a new `sleep_until` per loop turn would register a
     // timer (and wake the timer driver) for every line codex prints.
     let timeout_sleep = sleep_until(timeout_at.unwrap_or(far));
@@ -189,7 +197,68 @@ async fn drive(
     let drain_sleep = sleep_until(far);
     tokio::pin!(timeout_sleep, kill_sleep, drain_sleep);
 
-    // Forwards one line of codex's stdout (or reports it).
+    // The dispatcher asked: stop (SIGINT, then SIGKILL after the grace
+    // period), or kill now.
+    macro_rules! on_stop {
+        ($changed:expr) => {{
+            let asked = match $changed {
+                Ok(()) => *stop.borrow_and_update(),
+                // The dispatcher is gone: treat as shutdown (and stop
+                // polling a channel that is always ready now).
+                Err(_) => {
+                    stop_closed = true;
+                    Stop {
+                        reason: Some(StopReason::Shutdown),
+                        now: false,
+                    }
+                }
+            };
+            crate::fault::point("turn-stop");
+            let stopping = stop_reason.is_some() || timed_out;
+            if asked.now {
+                if !stopping {
+                    stop_reason = Some(asked.reason.unwrap_or(StopReason::Shutdown));
+                }
+                container.note_descendants(pid);
+                container.kill_all(pid);
+                kill_at = None;
+            } else if let (Some(reason), false) = (asked.reason, stopping) {
+                stop_reason = Some(reason);
+                container.note_descendants(pid);
+                child::interrupt(pid);
+                let at = tokio::time::Instant::now() + settings.kill_grace;
+                kill_at = Some(at);
+                kill_sleep.as_mut().reset(at);
+            }
+        }};
+    }
+    macro_rules! timeout_due {
+        () => {
+            timeout_at.is_some() && stop_reason.is_none() && !timed_out && exit.is_none()
+        };
+    }
+    macro_rules! on_timeout {
+        () => {{
+            timed_out = true;
+            container.note_descendants(pid);
+            child::interrupt(pid);
+            let at = tokio::time::Instant::now() + settings.kill_grace;
+            kill_at = Some(at);
+            kill_sleep.as_mut().reset(at);
+        }};
+    }
+    macro_rules! on_kill {
+        () => {{
+            tracing::debug!(pid, "grace period over: killing every process of the turn");
+            container.kill_all(pid);
+            kill_at = None;
+        }};
+    }
+
+    // Forwards one line of codex's stdout (or reports it). While stdout is
+    // backed up the line waits for room, and the turn can still be
+    // cancelled, time out or be killed meanwhile: a client that stopped
+    // reading slows codex down, but never makes it unstoppable.
     macro_rules! forward_line {
         ($line:expr) => {{
             let line: &[u8] = $line;
@@ -202,12 +271,24 @@ async fn drive(
                             thread_id,
                         });
                     }
-                    if ctx
-                        .out
-                        .send_event(event_prefix.as_bytes(), line)
-                        .await
-                        .is_err()
-                    {
+                    let sent = match ctx.out.try_send_event(event_prefix.as_bytes(), line) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => {
+                            let send = ctx.out.send_event(event_prefix.as_bytes(), line);
+                            tokio::pin!(send);
+                            loop {
+                                tokio::select! {
+                                    biased;
+                                    sent = &mut send => break sent,
+                                    changed = stop.changed(), if exit.is_none() && !stop_closed => on_stop!(changed),
+                                    _ = &mut timeout_sleep, if timeout_due!() => on_timeout!(),
+                                    _ = &mut kill_sleep, if kill_at.is_some() => on_kill!(),
+                                }
+                            }
+                        }
+                        Err(closed) => Err(closed),
+                    };
+                    if sent.is_err() {
                         // stdout is gone: nobody can see this turn; stop it.
                         if !stdout_closed_stop && stop_reason.is_none() {
                             stdout_closed_stop = true;
@@ -237,45 +318,9 @@ async fn drive(
     while !(stdout_done && exit.is_some()) {
         tokio::select! {
             biased;
-            changed = stop.changed(), if exit.is_none() => {
-                let reason = match changed {
-                    Ok(()) => *stop.borrow_and_update(),
-                    // The dispatcher is gone: treat as shutdown.
-                    Err(_) => Some(StopReason::Shutdown),
-                };
-                crate::fault::point("turn-stop");
-                let stopping = stop_reason.is_some() || timed_out;
-                match reason {
-                    Some(StopReason::ShutdownNow) => {
-                        stop_reason.get_or_insert(StopReason::Shutdown);
-                        container.note_descendants(pid);
-                        container.kill_all(pid);
-                        kill_at = None;
-                    }
-                    Some(reason) if !stopping => {
-                        stop_reason = Some(reason);
-                        container.note_descendants(pid);
-                        child::interrupt(pid);
-                        let at = tokio::time::Instant::now() + settings.kill_grace;
-                        kill_at = Some(at);
-                        kill_sleep.as_mut().reset(at);
-                    }
-                    _ => {}
-                }
-            }
-            _ = &mut timeout_sleep, if timeout_at.is_some() && stop_reason.is_none() && !timed_out && exit.is_none() => {
-                timed_out = true;
-                container.note_descendants(pid);
-                child::interrupt(pid);
-                let at = tokio::time::Instant::now() + settings.kill_grace;
-                kill_at = Some(at);
-                kill_sleep.as_mut().reset(at);
-            }
-            _ = &mut kill_sleep, if kill_at.is_some() => {
-                tracing::debug!(pid, "grace period over: killing every process of the turn");
-                container.kill_all(pid);
-                kill_at = None;
-            }
+            changed = stop.changed(), if exit.is_none() && !stop_closed => on_stop!(changed),
+            _ = &mut timeout_sleep, if timeout_due!() => on_timeout!(),
+            _ = &mut kill_sleep, if kill_at.is_some() => on_kill!(),
             frame = framer.next_frame(), if !stdout_done => match frame {
                 Ok(Some(Frame::Line(line))) => {
                     forward_line!(&line);

@@ -140,6 +140,12 @@ impl Outgoing {
         self.send_parts(&[prefix, event, b"}\n"]).await
     }
 
+    /// [`Outgoing::send_event`] if the queue has room now: `Ok(false)`
+    /// (and nothing queued) if it is full.
+    pub fn try_send_event(&self, prefix: &[u8], event: &[u8]) -> Result<bool, StdoutClosed> {
+        self.try_append(&[prefix, event, b"}\n"])
+    }
+
     /// Sends a run's `end` line.
     pub async fn send_end(&self, end: End) -> Result<(), StdoutClosed> {
         self.send_raw(encode(&OutputLine::End(end))).await
@@ -154,33 +160,44 @@ impl Outgoing {
     /// and wakes the writer if it is idle. Cancel-safe: nothing is appended
     /// before the last await.
     async fn send_parts(&self, parts: &[&[u8]]) -> Result<(), StdoutClosed> {
-        let shared = &*self.shared;
-        let len: usize = parts.iter().map(|p| p.len()).sum();
         loop {
-            let space = shared.space.notified();
+            if self.try_append(parts)? {
+                return Ok(());
+            }
+            // Full: wait for the writer to take the queue. Registered, then
+            // checked again, so room made in between is not missed.
+            let space = self.shared.space.notified();
             tokio::pin!(space);
-            {
-                let mut state = shared.lock();
-                if state.failed.is_some() {
-                    return Err(StdoutClosed);
-                }
-                if state.queue.is_empty() || state.queue.len() + len <= OUTGOING_LIMIT {
-                    let wake = state.queue.is_empty() && !state.writing;
-                    state.queue.reserve(len);
-                    for part in parts {
-                        state.queue.extend_from_slice(part);
-                    }
-                    drop(state);
-                    if wake {
-                        shared.work.notify_one();
-                    }
-                    return Ok(());
-                }
-                // Full: wait for the writer to take the queue.
-                space.as_mut().enable();
+            space.as_mut().enable();
+            if self.try_append(parts)? {
+                return Ok(());
             }
             space.await;
         }
+    }
+
+    /// Appends one line made of `parts` if the queue has room (an empty
+    /// queue takes any line), and wakes the writer if it is idle.
+    fn try_append(&self, parts: &[&[u8]]) -> Result<bool, StdoutClosed> {
+        let shared = &*self.shared;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut state = shared.lock();
+        if state.failed.is_some() {
+            return Err(StdoutClosed);
+        }
+        if !(state.queue.is_empty() || state.queue.len() + len <= OUTGOING_LIMIT) {
+            return Ok(false);
+        }
+        let wake = state.queue.is_empty() && !state.writing;
+        state.queue.reserve(len);
+        for part in parts {
+            state.queue.extend_from_slice(part);
+        }
+        drop(state);
+        if wake {
+            shared.work.notify_one();
+        }
+        Ok(true)
     }
 }
 

@@ -355,21 +355,56 @@ async fn a_second_sigterm_skips_the_grace_period() {
         .arg("600")
         .start()
         .await;
-    d.run(
-        "stubborn",
-        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang_ignore_sigint"}}),
-    )
-    .await;
-    d.wait_turn_started("stubborn").await;
+    let stubborn = json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang_ignore_sigint"}});
+    let mut timed = stubborn.clone();
+    timed["timeout_secs"] = json!(0.2);
+    d.run("stubborn", stubborn.clone()).await;
+    d.run("cancelled", stubborn).await;
+    d.run("timed", timed).await;
+    for id in ["stubborn", "cancelled", "timed"] {
+        d.wait_turn_started(id).await;
+    }
     let codex = d.record("stubborn")["pid"].as_u64().unwrap();
+    d.cancel("cancelled").await;
+    // Both are stopping, for their own reasons, before any signal: status
+    // says so for the one that timed out too. Polled: the time limit
+    // passes on its own.
+    let stopping = async {
+        loop {
+            d.send(json!({"type": "status"})).await;
+            let status = d.wait_for(|l| l["type"] == "status").await;
+            let stopping: Vec<&str> = status["running"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["stopping"] == true)
+                .map(|r| r["id"].as_str().unwrap())
+                .collect();
+            if stopping.contains(&"cancelled") && stopping.contains(&"timed") {
+                assert!(!stopping.contains(&"stubborn"), "{status}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(READ_TIMEOUT, stopping)
+        .await
+        .expect("the cancelled and the timed-out run show as stopping");
     d.signal(libc::SIGTERM);
     // The first signal has been handled once the daemon logs it.
     d.wait_for_stderr("shutting down: stopping every run").await;
     assert!(alive(codex), "codex ignores SIGINT: only SIGKILL stops it");
     d.signal(libc::SIGTERM);
-    let run = d.collect_one("stubborn").await;
-    assert_eq!(run.code(), Some("shutdown"));
-    assert_eq!(run.end["signal"], libc::SIGKILL);
+    let (runs, _) = d.collect(&["stubborn", "cancelled", "timed"]).await;
+    // Killed at once, each with the reason it was first stopped for.
+    for (id, code) in [
+        ("stubborn", "shutdown"),
+        ("cancelled", "cancelled"),
+        ("timed", "timeout"),
+    ] {
+        assert_eq!(runs[id].code(), Some(code), "{}", runs[id].end);
+        assert_eq!(runs[id].end["signal"], libc::SIGKILL, "{}", runs[id].end);
+    }
     assert!(d.wait_exit().await.success());
     assert!(!alive(codex));
 }
@@ -453,6 +488,56 @@ async fn a_stdout_closed_while_full_stops_everything_cleanly() {
         .await
         .expect("stdout's pipe fills up");
     close_stdout_and_expect_a_clean_stop(&mut d, "flood").await;
+}
+
+/// A client that stops reading stdout slows codex down but never makes a
+/// turn unstoppable: before, a turn waiting for room in the output queue
+/// heard no cancel, no time limit and no second signal until stdout moved.
+#[tokio::test]
+async fn with_stdout_unread_cancel_and_timeouts_still_stop_codex() {
+    let mut d = Daemon::builder()
+        .arg("--kill-grace")
+        .arg("60")
+        .start()
+        .await;
+    let flood = |timeout: Option<f64>| {
+        let mut params = json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "slow", "FAKE_CODEX_EVENTS": "1000000", "FAKE_CODEX_DELAY_MS": "0", "FAKE_CODEX_PAYLOAD": "1000"}});
+        if let Some(secs) = timeout {
+            params["timeout_secs"] = json!(secs);
+        }
+        params
+    };
+    d.run("cancelled", flood(None)).await;
+    d.run("timed", flood(Some(0.5))).await;
+    // Nothing is read: the pipe fills. Polled, as nothing signals it.
+    let full = async {
+        while !d.stdout_pipe_full() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(READ_TIMEOUT, full)
+        .await
+        .expect("stdout's pipe fills up");
+    d.cancel("cancelled").await;
+    // The fake codex dies of SIGINT: no grace period is waited out.
+    for id in ["cancelled", "timed"] {
+        let pid = d.record(id)["pid"].as_u64().unwrap();
+        wait_gone(pid, READ_TIMEOUT).await;
+    }
+    let (runs, _) = d.collect(&["cancelled", "timed"]).await;
+    assert_eq!(
+        runs["cancelled"].code(),
+        Some("cancelled"),
+        "{}",
+        runs["cancelled"].end
+    );
+    assert_eq!(
+        runs["timed"].code(),
+        Some("timeout"),
+        "{}",
+        runs["timed"].end
+    );
+    d.assert_clean_exit().await;
 }
 
 /// Closes the daemon's stdout while run `id` runs: the daemon exits 1, with
