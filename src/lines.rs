@@ -250,6 +250,27 @@ impl<R: AsyncBufRead + Buffered + Unpin> LineFramer<R> {
         debug_assert_eq!(self.reader.buffered().get(len), Some(&b'\n'));
         Pin::new(&mut self.reader).consume(len + 1);
     }
+
+    /// For a stream that will not be read to its end: what
+    /// [`next_frame`](Self::next_frame) would give at end of stream for
+    /// the bytes already read (an unterminated last line), without I/O.
+    /// Call it once every complete line has been taken.
+    pub fn take_rest(&mut self) -> Option<Frame> {
+        let rest = self.reader.buffered().len();
+        let frame = match self.discarding.take() {
+            Some(len) => Some(Frame::TooLong { len: len + rest }),
+            None if self.pending.len() + rest > self.limit => Some(Frame::TooLong {
+                len: self.pending.len() + rest,
+            }),
+            None => {
+                self.pending.extend_from_slice(self.reader.buffered());
+                (!self.pending.is_empty()).then(|| Frame::Line(std::mem::take(&mut self.pending)))
+            }
+        };
+        self.pending = Vec::new();
+        Pin::new(&mut self.reader).consume(rest);
+        frame
+    }
 }
 
 #[cfg(test)]
@@ -303,6 +324,44 @@ mod tests {
                 "buffer {buf}"
             );
         }
+    }
+
+    /// Polls `next_frame` once (it reads what is there, then would wait).
+    fn poll_once<R: AsyncBufRead + Unpin>(framer: &mut LineFramer<R>) {
+        let mut next = Box::pin(framer.next_frame());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(std::future::Future::poll(next.as_mut(), &mut cx).is_pending());
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_stream_that_stays_open_is_its_last_line() {
+        use tokio::io::AsyncWriteExt;
+        // A last line in the read buffer.
+        let (mut tx, rx) = tokio::io::duplex(64);
+        tx.write_all(b"one\npart").await.unwrap();
+        let mut framer = LineFramer::new(ChunkReader::new(rx, 64), 8);
+        assert_eq!(
+            framer.next_frame().await.unwrap(),
+            Some(Frame::Line(b"one".to_vec()))
+        );
+        assert_eq!(framer.peek_line(), None);
+        assert_eq!(framer.take_rest(), Some(Frame::Line(b"part".to_vec())));
+        assert_eq!(framer.take_rest(), None);
+        // One begun in an earlier read, and more of it buffered.
+        let (mut tx, rx) = tokio::io::duplex(64);
+        tx.write_all(b"ab").await.unwrap();
+        let mut framer = LineFramer::new(ChunkReader::new(rx, 64), 8);
+        poll_once(&mut framer);
+        tx.write_all(b"cd").await.unwrap();
+        poll_once(&mut framer);
+        assert_eq!(framer.take_rest(), Some(Frame::Line(b"abcd".to_vec())));
+        // Over the limit, in parts or at once.
+        let (mut tx, rx) = tokio::io::duplex(64);
+        tx.write_all(b"123456789").await.unwrap();
+        let mut framer = LineFramer::new(ChunkReader::new(rx, 64), 8);
+        poll_once(&mut framer);
+        assert_eq!(framer.take_rest(), Some(Frame::TooLong { len: 9 }));
+        assert_eq!(framer.take_rest(), None);
     }
 
     #[tokio::test]

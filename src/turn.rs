@@ -190,6 +190,8 @@ async fn drive(
     let mut exit: Option<std::process::ExitStatus> = None;
     let mut stdout_closed_stop = false;
     let mut stop_closed = false;
+    // A stop came while codex's stdout was read after its exit.
+    let mut drain_stopped = false;
     // Polled in place: a new `sleep_until` per loop turn would register a
     // timer (and wake the timer driver) for every line codex prints.
     let timeout_sleep = sleep_until(timeout_at.unwrap_or(far));
@@ -315,10 +317,50 @@ async fn drive(
         }};
     }
 
+    macro_rules! too_long {
+        ($len:expr) => {{
+            let len = $len;
+            state.too_long(len);
+            diag::emit(
+                id,
+                runner_protocol::DiagLevel::Error,
+                &format!(
+                    "codex printed a {len}-byte line, over the {}-byte limit (not forwarded)",
+                    settings.max_event_bytes
+                ),
+            );
+        }};
+    }
+    // Stops reading a stdout that descendants of an exited codex hold open,
+    // after what was already read.
+    macro_rules! end_drain {
+        () => {{
+            match framer.take_rest() {
+                Some(Frame::Line(line)) => forward_line!(&line),
+                Some(Frame::TooLong { len }) => too_long!(len),
+                None => {}
+            }
+            stdout_done = true;
+        }};
+    }
+
     while !(stdout_done && exit.is_some()) {
         tokio::select! {
             biased;
-            changed = stop.changed(), if exit.is_none() && !stop_closed => on_stop!(changed),
+            changed = stop.changed(), if !stop_closed && (exit.is_none() || !stdout_done) => {
+                if exit.is_none() {
+                    on_stop!(changed);
+                } else {
+                    // Nothing is left to stop after the exit, but a stop (a
+                    // second signal, say) need not wait out the drain.
+                    if changed.is_err() {
+                        stop_closed = true;
+                    }
+                    drain_stopped = true;
+                    tracing::debug!("stopped while codex's stdout stays open after its exit; closing it");
+                    end_drain!();
+                }
+            }
             _ = &mut timeout_sleep, if timeout_due!() => on_timeout!(),
             _ = &mut kill_sleep, if kill_at.is_some() => on_kill!(),
             frame = framer.next_frame(), if !stdout_done => match frame {
@@ -332,11 +374,7 @@ async fn drive(
                         framer.consume_line(len);
                     }
                 }
-                Ok(Some(Frame::TooLong { len })) => {
-                    state.too_long(len);
-                    diag::emit(id, runner_protocol::DiagLevel::Error,
-                        &format!("codex printed a {len}-byte line, over the {}-byte limit (not forwarded)", settings.max_event_bytes));
-                }
+                Ok(Some(Frame::TooLong { len })) => too_long!(len),
                 Ok(None) => stdout_done = true,
                 Err(e) => {
                     state.io_error(e.to_string());
@@ -352,9 +390,13 @@ async fn drive(
                     }
                 }
                 kill_at = None;
+                // Whatever codex left behind (background commands, servers)
+                // goes with it, at once: the sooner after the reaping, the
+                // smaller the chance that its pid, the group's id, is reused.
+                container.kill_after_exit(pid);
                 if !stdout_done {
-                    // Descendants may hold stdout open: drain what they
-                    // already wrote, but not forever.
+                    // A process that escaped the kill may hold stdout open:
+                    // read what is there, but not forever.
                     let at = tokio::time::Instant::now() + settings.kill_grace;
                     drain_until = Some(at);
                     drain_sleep.as_mut().reset(at);
@@ -363,20 +405,25 @@ async fn drive(
             () = stderr.forward_next(), if !stderr.done() => {}
             _ = &mut drain_sleep, if drain_until.is_some() && !stdout_done => {
                 tracing::debug!("codex exited but its stdout stays open; closing it");
-                stdout_done = true;
+                end_drain!();
             }
         }
     }
-    // Whatever codex left behind (background commands, servers) goes with it.
-    container.kill_after_exit(pid);
     let nothing_left = container.release().await;
     // stderr closes when the last process holding it is gone; one that
     // escaped (no cgroup) must not hold the turn's end hostage.
-    let stderr_wait = settings.kill_grace.max(Duration::from_secs(1));
-    if tokio::time::timeout(stderr_wait, stderr.forward_rest())
-        .await
-        .is_err()
-    {
+    // After a stop, only what is already there is read.
+    let stderr_wait = if drain_stopped {
+        Duration::ZERO
+    } else {
+        settings.kill_grace.max(Duration::from_secs(1))
+    };
+    let rest = tokio::time::timeout(stderr_wait, stderr.forward_rest());
+    let read_all = tokio::select! {
+        read = rest => read.is_ok(),
+        _ = stop.changed(), if !stop_closed => false,
+    };
+    if !read_all {
         tracing::debug!("codex's stderr stays open after the turn; not waiting for it");
     }
     let stderr_tail = stderr.into_tail();

@@ -98,6 +98,83 @@ async fn an_escaped_grandchild_holding_the_pipes_does_not_hold_the_end() {
     d.assert_clean_exit().await;
 }
 
+/// Starts a codex that leaves a setsid-ed process holding its stdout and
+/// exits 0 with its last line unterminated; returns the leftover's pid once
+/// codex is gone.
+async fn exit_leaving_stdout_held(d: &mut Daemon, id: &str) -> u64 {
+    d.run(
+        id,
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "spawn_descendants", "FAKE_CODEX_ORPHAN_KEEPS_STDIO": "1", "FAKE_CODEX_EXIT_UNTERMINATED": "1"}}),
+    )
+    .await;
+    let line = d
+        .wait_for(|l| l["id"] == id && l["event"]["item"]["pids"].is_array())
+        .await;
+    wait_gone(d.record(id)["pid"].as_u64().unwrap(), READ_TIMEOUT).await;
+    line["event"]["item"]["pids"][1].as_u64().unwrap()
+}
+
+/// What codex printed reached the client, its unterminated last line too.
+fn assert_whole_ok_turn(run: &super::harness::RunOutput) {
+    run.assert_ok();
+    assert_eq!(
+        run.events.last().unwrap()["type"],
+        "turn.completed",
+        "{:?}",
+        run.events
+    );
+    assert_eq!(run.end["usage"]["input_tokens"], 1, "{}", run.end);
+}
+
+#[tokio::test]
+async fn a_stdout_held_after_codex_exits_ends_with_the_cgroup_or_on_a_stop() {
+    // A grace period longer than the test: before, the end waited it out
+    // after codex's exit, and a stop could not cut it short.
+    for containment in ["auto", "process-group"] {
+        let mut d = Daemon::builder()
+            .arg("--containment")
+            .arg(containment)
+            .arg("--kill-grace")
+            .arg("600")
+            .start()
+            .await;
+        let leftover = exit_leaving_stdout_held(&mut d, "held").await;
+        if containment_is_cgroup(&d).await {
+            // Killed with the cgroup at codex's exit: stdout closes at once.
+            assert_whole_ok_turn(&d.collect_one("held").await);
+            wait_gone(leftover, READ_TIMEOUT).await;
+        } else {
+            assert!(alive(leftover), "escaped the process group");
+            d.cancel("held").await;
+            // Codex had already ended the turn by itself: still ok.
+            assert_whole_ok_turn(&d.collect_one("held").await);
+            // SAFETY: kill with a pid from this test.
+            unsafe { libc::kill(leftover as libc::pid_t, libc::SIGKILL) };
+            wait_gone(leftover, READ_TIMEOUT).await;
+        }
+        d.assert_clean_exit().await;
+    }
+}
+
+#[tokio::test]
+async fn a_stdout_held_after_codex_exits_is_read_for_the_grace_period_then_its_rest_forwarded() {
+    let mut d = Daemon::builder()
+        .arg("--containment")
+        .arg("process-group")
+        .arg("--kill-grace")
+        .arg("0.3")
+        .start()
+        .await;
+    let leftover = exit_leaving_stdout_held(&mut d, "held").await;
+    // Before, the unterminated last line was dropped when the wait ended.
+    assert_whole_ok_turn(&d.collect_one("held").await);
+    assert!(alive(leftover), "the test needs the escaped process alive");
+    // SAFETY: kill with a pid from this test.
+    unsafe { libc::kill(leftover as libc::pid_t, libc::SIGKILL) };
+    wait_gone(leftover, READ_TIMEOUT).await;
+    d.assert_clean_exit().await;
+}
+
 #[tokio::test]
 async fn sigterm_ends_every_run_with_shutdown_and_exits_within_the_grace() {
     let grace = Duration::from_millis(500);

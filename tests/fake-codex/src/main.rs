@@ -11,7 +11,8 @@
 //! prompt, or else `ok`; see `scenarios::NAMES`. Knobs: FAKE_CODEX_EVENTS,
 //! FAKE_CODEX_PAYLOAD, FAKE_CODEX_DELAY_MS, FAKE_CODEX_LONG_BYTES,
 //! FAKE_CODEX_STDERR_LINES, FAKE_CODEX_EXIT_CODE, FAKE_CODEX_GATE,
-//! FAKE_CODEX_FAIL_MESSAGE. With FAKE_CODEX_RECORD_DIR set, it first writes what it was
+//! FAKE_CODEX_FAIL_MESSAGE, FAKE_CODEX_ORPHAN_KEEPS_STDIO and
+//! FAKE_CODEX_EXIT_UNTERMINATED (`spawn_descendants`). With FAKE_CODEX_RECORD_DIR set, it first writes what it was
 //! given (argv, env, stdin, cwd, CODEX_HOME contents...) to
 //! `$FAKE_CODEX_RECORD_DIR/<CODEX_RUNNER_RUN_ID or pid>.json`.
 

@@ -99,6 +99,14 @@ fn spawn_descendants(ctx: &Ctx) -> i32 {
         .val("status", "in_progress")
         .val("pids", json!(pids));
     events::item("item.completed", cmd);
+    if std::env::var_os("FAKE_CODEX_EXIT_UNTERMINATED").is_some_and(|v| v == "1") {
+        // Codex done, its descendants not: the turn's last line goes out
+        // without its newline, and codex exits 0.
+        events::agent_message("item_1", &events::echo_text(ctx));
+        let usage = r#"{"input_tokens":1,"cached_input_tokens":0,"cache_write_input_tokens":0,"output_tokens":1,"reasoning_output_tokens":0}"#;
+        out::raw(format!(r#"{{"type":"turn.completed","usage":{usage}}}"#).as_bytes());
+        return 0;
+    }
     sleep_forever()
 }
 
@@ -149,8 +157,7 @@ fn spawn_orphan_sleep() -> io::Result<i32> {
         match libc::fork() {
             -1 => Err(io::Error::last_os_error()),
             0 => {
-                let grandchild = libc::fork();
-                if grandchild == 0 {
+                if libc::fork() == 0 {
                     if keep_stdio {
                         libc::setsid();
                     }
@@ -158,12 +165,14 @@ fn spawn_orphan_sleep() -> io::Result<i32> {
                     for fd in redirect {
                         libc::dup2(null, fd);
                     }
+                    // Its pid is told once it is as it will stay (out of
+                    // the group, say): codex may exit right after.
+                    let bytes = libc::getpid().to_ne_bytes();
+                    libc::write(fds[1], bytes.as_ptr().cast(), bytes.len());
                     cloexec_inherited();
                     libc::execvp(prog.as_ptr(), argv.as_ptr());
                     libc::_exit(127);
                 }
-                let bytes = grandchild.to_ne_bytes();
-                libc::write(fds[1], bytes.as_ptr().cast(), bytes.len());
                 libc::_exit(0)
             }
             middle => {
