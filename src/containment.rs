@@ -238,9 +238,12 @@ impl TurnContainer {
         // SIGKILL is delivered asynchronously; poll briefly, backing off.
         let mut pause = Duration::from_millis(1);
         let (Some(cgroup), Some(pool)) = (self.cgroup.take(), self.pool.take()) else {
-            while self.killed.iter().any(|pid| is_running(*pid)) {
+            // Taken: waited for here, so `drop` does not wait for them again
+            // (on the runtime's thread) once this gives up.
+            let killed = std::mem::take(&mut self.killed);
+            while killed.iter().any(|pid| is_running(*pid)) {
                 if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(pids = ?self.killed, "killed processes of the turn are still running");
+                    tracing::warn!(pids = ?killed, "killed processes of the turn are still running");
                     return false;
                 }
                 tokio::time::sleep(pause).await;
@@ -516,5 +519,50 @@ mod tests {
         assert!(!is_dead_runners(&format!("1-p{}-0", ns + 1)));
         assert!(!is_dead_runners("x-0"));
         assert!(instance_tag().starts_with(&format!("{own}-p{ns}")));
+    }
+
+    #[test]
+    fn a_release_that_gives_up_waiting_is_not_followed_by_another_wait() {
+        #[derive(Clone, Default)]
+        struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        // A process the container takes for one it killed, and that lives
+        // on (as one stuck in the kernel would).
+        let mut alive = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let mut container = TurnContainer::default();
+        container.killed.push(alive.id());
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let left =
+            tracing::subscriber::with_default(subscriber, || runtime.block_on(container.release()));
+        alive.kill().unwrap();
+        alive.wait().unwrap();
+        assert!(!left);
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            log.matches("still running").count(),
+            1,
+            "one wait and one warning, not a second one in drop: {log}"
+        );
     }
 }
