@@ -88,6 +88,34 @@ impl Redactor {
         }
         out
     }
+
+    /// As [`redact`](Self::redact), for text that was cut short: a secret
+    /// the cut went through is not there whole, so an end of the text that
+    /// begins a secret (4 bytes of it or more) is replaced too.
+    pub fn redact_cut(&self, text: &str) -> String {
+        let mut out = self.redact(text);
+        for secret in &self.secrets {
+            let partial = (4..secret.len())
+                .rev()
+                .filter(|&n| secret.is_char_boundary(n))
+                .find(|&n| out.ends_with(&secret[..n]));
+            if let Some(n) = partial {
+                out.truncate(out.len() - n);
+                out.push_str("[redacted]");
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// `bytes` as text, without a character the cut went through.
+fn utf8_head(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        Err(e) if e.error_len().is_none() => String::from_utf8_lossy(&bytes[..e.valid_up_to()]),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// A message on one line.
@@ -161,7 +189,8 @@ impl StderrForwarder {
             framer: LineFramer::new(
                 ChunkReader::new(stderr, 2 * STDERR_LINE_LIMIT),
                 STDERR_LINE_LIMIT,
-            ),
+            )
+            .keeping_head(),
             id: id.to_owned(),
             redactor,
             tail: VecDeque::new(),
@@ -188,7 +217,11 @@ impl StderrForwarder {
             Frame::Line(line) => self
                 .redactor
                 .redact(String::from_utf8_lossy(&line).trim_end()),
-            Frame::TooLong { len } => format!("[a {len}-byte stderr line was cut]"),
+            Frame::TooLong { len } => {
+                let head = self.framer.take_head();
+                let head = self.redactor.redact_cut(utf8_head(&head).trim_end());
+                format!("{head}… [cut: the line had {len} bytes]")
+            }
         };
         if text.is_empty() {
             return;
@@ -231,6 +264,22 @@ fn level_of(line: &str) -> DiagLevel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_cut_short_at_the_end_of_a_text_is_redacted() {
+        let redactor = Redactor {
+            secrets: vec!["s3cretvalue".into()],
+        };
+        assert_eq!(
+            redactor.redact_cut("a s3cretvalue b s3cr"),
+            "a [redacted] b [redacted]"
+        );
+        // Three bytes are too common a prefix to count as a secret.
+        assert_eq!(redactor.redact_cut("a s3c"), "a s3c");
+        assert_eq!(redactor.redact("a s3cr"), "a s3cr", "whole secrets only");
+        assert_eq!(utf8_head("aé".as_bytes()), "aé");
+        assert_eq!(utf8_head(&"aé".as_bytes()[..2]), "a", "no half character");
+    }
 
     #[test]
     fn a_password_in_a_server_url_is_redacted() {

@@ -174,7 +174,8 @@ impl TurnState {
         let fail = |code: &str, error: String| End {
             status: EndStatus::Error,
             code: Some(code.to_owned()),
-            error: Some(redactor.redact(&one_line(&error))),
+            // Redacted before it is cut: a cut secret is not found whole.
+            error: Some(one_line(&redactor.redact(&error))),
             ..base.clone()
         };
         if let Some(reason) = stop {

@@ -31,6 +31,10 @@ pub struct LineFramer<R> {
     pending: Vec<u8>,
     /// Length of the current line when it already exceeded the limit.
     discarding: Option<usize>,
+    /// Whether to keep the first `limit` bytes of a line over the limit.
+    keep_head: bool,
+    /// Those bytes, of the line being (or last) discarded.
+    head: Vec<u8>,
 }
 
 impl<R: AsyncBufRead + Unpin> LineFramer<R> {
@@ -41,9 +45,44 @@ impl<R: AsyncBufRead + Unpin> LineFramer<R> {
             limit,
             pending: Vec::new(),
             discarding: None,
+            keep_head: false,
+            head: Vec::new(),
         }
     }
 
+    /// Keeps the first `limit` bytes of a line over the limit, for
+    /// [`take_head`](Self::take_head) after its [`Frame::TooLong`].
+    pub fn keeping_head(mut self) -> Self {
+        self.keep_head = true;
+        self
+    }
+
+    /// The first `limit` bytes of the line the last [`Frame::TooLong`]
+    /// reported, if kept (see [`keeping_head`](Self::keeping_head)).
+    pub fn take_head(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.head)
+    }
+}
+
+/// The line in `pending` and `more` of it went over `limit`: from now on it
+/// is only counted, and its head kept if `head` is given.
+fn start_discarding(
+    pending: &mut Vec<u8>,
+    head: Option<&mut Vec<u8>>,
+    limit: usize,
+    more: &[u8],
+) -> usize {
+    let len = pending.len() + more.len();
+    if let Some(head) = head {
+        let room = limit.saturating_sub(pending.len());
+        pending.extend_from_slice(&more[..room.min(more.len())]);
+        *head = std::mem::take(pending);
+    }
+    *pending = Vec::new();
+    len
+}
+
+impl<R: AsyncBufRead + Unpin> LineFramer<R> {
     /// The next frame, or `None` at end of stream.
     ///
     /// Cancel-safe: bytes consumed from the reader are kept in `self`, so a
@@ -66,8 +105,13 @@ impl<R: AsyncBufRead + Unpin> LineFramer<R> {
             match self.discarding.as_mut() {
                 Some(len) => *len += take,
                 None if self.pending.len() + take > self.limit => {
-                    self.discarding = Some(self.pending.len() + take);
-                    self.pending = Vec::new();
+                    let head = self.keep_head.then_some(&mut self.head);
+                    self.discarding = Some(start_discarding(
+                        &mut self.pending,
+                        head,
+                        self.limit,
+                        &available[..take],
+                    ));
                 }
                 None => self.pending.extend_from_slice(&available[..take]),
             }
@@ -259,9 +303,12 @@ impl<R: AsyncBufRead + Buffered + Unpin> LineFramer<R> {
         let rest = self.reader.buffered().len();
         let frame = match self.discarding.take() {
             Some(len) => Some(Frame::TooLong { len: len + rest }),
-            None if self.pending.len() + rest > self.limit => Some(Frame::TooLong {
-                len: self.pending.len() + rest,
-            }),
+            None if self.pending.len() + rest > self.limit => {
+                let head = self.keep_head.then_some(&mut self.head);
+                let len =
+                    start_discarding(&mut self.pending, head, self.limit, self.reader.buffered());
+                Some(Frame::TooLong { len })
+            }
             None => {
                 self.pending.extend_from_slice(self.reader.buffered());
                 (!self.pending.is_empty()).then(|| Frame::Line(std::mem::take(&mut self.pending)))
@@ -362,6 +409,29 @@ mod tests {
         poll_once(&mut framer);
         assert_eq!(framer.take_rest(), Some(Frame::TooLong { len: 9 }));
         assert_eq!(framer.take_rest(), None);
+    }
+
+    #[tokio::test]
+    async fn the_head_of_a_line_over_the_limit_can_be_kept() {
+        for buf in [1, 4, 64] {
+            let input: &[u8] = b"12345\n123456789\nok\nabcdefg";
+            let mut framer = LineFramer::new(ChunkReader::new(input, buf), 5).keeping_head();
+            let mut got = Vec::new();
+            while let Some(frame) = framer.next_frame().await.unwrap() {
+                let head = framer.take_head();
+                got.push((frame, head));
+            }
+            assert_eq!(
+                got,
+                vec![
+                    (Frame::Line(b"12345".to_vec()), vec![]),
+                    (Frame::TooLong { len: 9 }, b"12345".to_vec()),
+                    (Frame::Line(b"ok".to_vec()), vec![]),
+                    (Frame::TooLong { len: 7 }, b"abcde".to_vec()),
+                ],
+                "buffer {buf}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -304,13 +304,14 @@ async fn drive(
                     }
                 }
                 EventPeek::NotJson => {
-                    let sample = diag::sample(line);
+                    // Redacted before it is cut and quoted, either of
+                    // which could leave a secret no longer whole.
+                    let redacted = redactor.redact(&String::from_utf8_lossy(line));
+                    let sample = diag::sample(redacted.as_bytes());
                     diag::emit(
                         id,
                         runner_protocol::DiagLevel::Warn,
-                        &redactor.redact(&format!(
-                            "codex printed a non-JSON stdout line (not forwarded): {sample}"
-                        )),
+                        &format!("codex printed a non-JSON stdout line (not forwarded): {sample}"),
                     );
                 }
             }

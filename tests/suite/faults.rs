@@ -1,6 +1,8 @@
 //! A faulty codex ends its own run with a precise code and message; other
 //! runs go on.
 
+use std::os::unix::fs::PermissionsExt;
+
 use serde_json::json;
 
 use super::harness::{Daemon, READ_TIMEOUT};
@@ -116,6 +118,44 @@ async fn stderr_floods_are_bounded_and_their_tail_explains_a_failure() {
     assert!(run.error().len() < 2100, "the error is one bounded line");
     assert!(!run.error().contains('\n'));
     d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn a_long_stderr_line_is_cut_not_lost_and_a_secret_it_cuts_is_redacted() {
+    // 7 + 4080 + 1 bytes before the token: the cut at 4 KiB goes through it.
+    let dir = tempfile::tempdir().unwrap();
+    let codex = dir.path().join("codex");
+    std::fs::write(
+        &codex,
+        "#!/bin/sh\nprintf 'Error: %s %s and more\\n' \"$(printf '%04080d' 0)\" \"$MY_TOKEN\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&codex, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut d = Daemon::builder().codex_bin(&codex).start().await;
+    d.run(
+        "long",
+        json!({"prompt": "x", "env": {"MY_TOKEN": "SECRETVALUE123"}}),
+    )
+    .await;
+    let run = d.collect_one("long").await;
+    assert_eq!(run.code(), Some("codex_exited"), "{}", run.end);
+    // Before, the whole line was replaced by a note of its length.
+    assert!(
+        run.error()
+            .starts_with("codex exited with status 1: Error: 0000"),
+        "{}",
+        run.end
+    );
+    assert!(!run.error().contains("SECRETVA"), "{}", run.end);
+    d.assert_clean_exit().await;
+    let diags = d.diags("long");
+    let message = diags[0]["message"].as_str().unwrap();
+    assert_eq!(diags[0]["level"], "error", "{message}");
+    assert!(message.starts_with("codex: Error: 0000"), "{message}");
+    assert!(
+        message.ends_with(" [redacted]… [cut: the line had 4111 bytes]"),
+        "{message}"
+    );
 }
 
 /// Run `flood`, whose codex prints about 2 MiB of stderr: past the pipe
