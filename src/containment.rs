@@ -340,6 +340,15 @@ fn cgroup_root() -> Result<PathBuf, String> {
         let _ = fs::remove_dir(&root);
         return Err(format!("cannot write {}/cgroup.procs: {e}", root.display()));
     }
+    // Stopping a turn writes its cgroup's `cgroup.kill` (Linux 5.14): where
+    // there is none, a cgroup would only hide what process groups can reach.
+    if !root.join("cgroup.kill").exists() {
+        let _ = fs::remove_dir(&root);
+        return Err(format!(
+            "{} has no cgroup.kill (Linux 5.14 or later has it)",
+            root.display()
+        ));
+    }
     Ok(root)
 }
 
