@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::codes;
 use crate::params::RunParams;
-use crate::strict::{self, StrictError};
+use crate::strict::{self, NestedDuplicate, StrictError};
 use crate::validate::{validate, validate_run_id, InvalidParams};
 
 /// A decoded request line.
@@ -74,8 +74,8 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Rejection> {
             "request starts with a byte order mark (U+FEFF), which only the first line of the input may have",
         ));
     }
-    let value = match strict::parse(text) {
-        Ok(value) => value,
+    let (value, nested_duplicate) = match strict::parse(text) {
+        Ok(parsed) => parsed,
         Err(StrictError::Json(e)) => {
             return Err(Rejection::new(
                 codes::REJECT_MALFORMED_JSON,
@@ -83,33 +83,24 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Rejection> {
             ))
         }
         // Which run, or which kind of request, would be a guess.
-        Err(StrictError::Duplicate { at, key }) if at.is_empty() => {
+        Err(StrictError::Duplicate { key }) => {
             return Err(Rejection::new(
                 codes::REJECT_MALFORMED_JSON,
                 format!("request has the key {key:?} twice"),
             ))
         }
-        // The envelope is sound: a run still gets its `end`.
-        Err(StrictError::Duplicate { at, key }) => {
-            let value = serde_json::from_str(text).map_err(|e| {
-                Rejection::new(
-                    codes::REJECT_MALFORMED_JSON,
-                    format!("request is not valid JSON: {e}"),
-                )
-            })?;
-            return match decode_value(value)? {
-                Request::Run { id, .. } => Ok(Request::Run {
-                    id,
-                    params: Err(InvalidParams::new(
-                        format!("{at}.{key}"),
-                        format!("{at}: key {key:?} given twice"),
-                    )),
-                }),
-                other => Ok(other),
-            };
-        }
     };
-    decode_value(value)
+    match (decode_value(value)?, nested_duplicate) {
+        // The envelope is sound: a run still gets its `end`.
+        (Request::Run { id, .. }, Some(NestedDuplicate { at, key })) => Ok(Request::Run {
+            id,
+            params: Err(InvalidParams::new(
+                format!("{at}.{key}"),
+                format!("{at}: key {key:?} given twice"),
+            )),
+        }),
+        (request, _) => Ok(request),
+    }
 }
 
 /// Decodes a request already parsed into a value.

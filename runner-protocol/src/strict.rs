@@ -17,30 +17,47 @@ use serde_json::{Map, Value};
 pub(crate) enum StrictError {
     /// Not JSON (serde_json's error).
     Json(serde_json::Error),
-    /// An object had `key` twice; `at` is that object's path (`params.env`),
-    /// empty at the top level.
+    /// The top-level object had `key` twice.
     Duplicate {
-        /// The object's path.
-        at: String,
         /// The repeated key.
         key: String,
     },
 }
 
-/// Parses `text` as serde_json would, but a key given twice in any object is
-/// an error.
-pub(crate) fn parse(text: &str) -> Result<Value, StrictError> {
+/// A key given twice in a nested object: `at` is that object's path
+/// (`params.env`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NestedDuplicate {
+    /// The object's path.
+    pub at: String,
+    /// The repeated key.
+    pub key: String,
+}
+
+/// Parses `text` as serde_json would, but a key given twice at the top
+/// level is an error, and the first key given twice in a nested object is
+/// reported beside the value (which keeps that key's first value). Parsing
+/// goes on after a nested one, so that a top-level key given twice later
+/// in the line is still refused.
+pub(crate) fn parse(text: &str) -> Result<(Value, Option<NestedDuplicate>), StrictError> {
     let found = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
     let seed = Node {
         path: &Path::Root,
         found: &found,
     };
-    let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
-    parsed.map_err(|e| match found.into_inner() {
-        Some((at, key)) => StrictError::Duplicate { at, key },
-        None => StrictError::Json(e),
-    })
+    match seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v)) {
+        Ok(value) => Ok((
+            value,
+            found
+                .into_inner()
+                .map(|(at, key)| NestedDuplicate { at, key }),
+        )),
+        Err(e) => Err(match found.into_inner() {
+            Some((at, key)) if at.is_empty() => StrictError::Duplicate { key },
+            _ => StrictError::Json(e),
+        }),
+    }
 }
 
 /// Where a value sits, for the message (no allocation unless it is needed).
@@ -147,8 +164,15 @@ impl<'de> Visitor<'de> for Node<'_> {
                 found: self.found,
             })?;
             if object.contains_key(&key) {
-                *self.found.borrow_mut() = Some((self.path.to_string(), key.clone()));
-                return Err(de::Error::custom(format_args!("key {key:?} given twice")));
+                if matches!(self.path, Path::Root) {
+                    *self.found.borrow_mut() = Some((String::new(), key.clone()));
+                    return Err(de::Error::custom(format_args!("key {key:?} given twice")));
+                }
+                let mut found = self.found.borrow_mut();
+                if found.is_none() {
+                    *found = Some((self.path.to_string(), key));
+                }
+                continue;
             }
             object.insert(key, value);
         }
@@ -162,7 +186,8 @@ mod tests {
 
     fn duplicate(text: &str) -> (String, String) {
         match parse(text) {
-            Err(StrictError::Duplicate { at, key }) => (at, key),
+            Err(StrictError::Duplicate { key }) => (String::new(), key),
+            Ok((_, Some(NestedDuplicate { at, key }))) => (at, key),
             other => panic!("{text}: expected a duplicate, got {other:?}"),
         }
     }
@@ -175,8 +200,9 @@ mod tests {
             r#" "s" "#,
             "-0",
         ] {
-            let ours = parse(text).unwrap();
+            let (ours, duplicate) = parse(text).unwrap();
             assert_eq!(ours, serde_json::from_str::<Value>(text).unwrap(), "{text}");
+            assert_eq!(duplicate, None);
         }
     }
 
@@ -200,7 +226,28 @@ mod tests {
             "one line"
         );
         // Equal keys in different objects are fine.
-        assert!(parse(r#"{"a":{"k":1},"b":{"k":1}}"#).is_ok());
+        assert!(matches!(
+            parse(r#"{"a":{"k":1},"b":{"k":1}}"#),
+            Ok((_, None))
+        ));
+    }
+
+    #[test]
+    fn a_top_level_key_given_twice_is_refused_after_a_nested_one_too() {
+        // serde_json's last-wins would answer as `c` a client waiting on `b`.
+        let text = r#"{"type":"run","id":"b","params":{"env":{"K":"1","K":"2"}},"id":"c"}"#;
+        assert_eq!(duplicate(text), ("".into(), "id".into()));
+        // The first nested one is named; the first value is kept.
+        let text = r#"{"a":{"k":1,"k":2},"b":{"j":1,"j":2}}"#;
+        let (value, found) = parse(text).unwrap();
+        assert_eq!(value["a"]["k"], 1);
+        assert_eq!(
+            found,
+            Some(NestedDuplicate {
+                at: "a".into(),
+                key: "k".into()
+            })
+        );
     }
 
     #[test]

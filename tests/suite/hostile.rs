@@ -156,6 +156,13 @@ fn table() -> Vec<(&'static str, Vec<u8>, Expect)> {
             End("twice", "invalid_params"),
         ),
         (
+            "id given twice after a param given twice",
+            raw(
+                r#"{"type":"run","id":"d1","params":{"prompt":"x","env":{"K":"1","K":"2"}},"id":"d2"}"#,
+            ),
+            Rejected("malformed_json"),
+        ),
+        (
             "newline in the id (codex gets it in a header)",
             run_line("id\nX-Evil: 1", json!({"prompt": "x"})),
             End("id\nX-Evil: 1", "invalid_params"),
