@@ -152,12 +152,14 @@ pub fn synthesize_from(
     for (name, server) in p.mcp_servers {
         servers.insert(name, Item::Table(server_table(server)));
     }
-    add_turn_headers(servers, run_id, p.resumes.then_some(thread_id));
 
     for (key, value) in p.config {
         let segments: Vec<&str> = key.split('.').collect();
         set_path(doc.as_table_mut(), &segments, value, key)?;
     }
+    // Last: a server that `config` added or changed is one of the turn's.
+    let servers = table_at(doc.as_table_mut(), "mcp_servers")?;
+    add_turn_headers(servers, run_id, p.resumes.then_some(thread_id));
     Ok(())
 }
 

@@ -117,6 +117,20 @@ fn request_servers_get_defaults_headers_and_replace_base_ones() {
 }
 
 #[test]
+fn servers_added_through_config_get_the_turn_headers_too() {
+    let p = params(json!({
+        "prompt": "x",
+        "resume": "t-1",
+        "config": {"mcp_servers.extra": {"url": "http://h/", "http_headers": {"A": "b"}}},
+    }));
+    let doc = parsed(&synth("", &p));
+    let headers = &doc["mcp_servers"]["extra"]["http_headers"];
+    assert_eq!(headers["A"].as_str(), Some("b"));
+    assert_eq!(headers[RUN_ID_HEADER].as_str(), Some("run-1"));
+    assert_eq!(headers[THREAD_ID_HEADER].as_str(), Some("t-1"));
+}
+
+#[test]
 fn mapped_params_and_overrides() {
     let p = params(
         json!({"prompt": "x", "effort": "xhigh", "web_search_enabled": true,
