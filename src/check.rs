@@ -97,7 +97,10 @@ fn check_line(home: &HomeSettings, line: u64, bytes: &[u8], max_line: usize) -> 
         Ok(Request::Run { id, params: Err(e) }) => {
             refuse(Some(id), codes::END_INVALID_PARAMS, e.message)
         }
-        Ok(Request::Run { id, params: Ok(p) }) => match preview(home, &id, &p) {
+        Ok(Request::Run { id, params: Ok(p) }) => match crate::turn::check_paths(&p)
+            .map_err(|e| (codes::END_INVALID_PARAMS, e))
+            .and_then(|()| preview(home, &id, &p).map_err(|e| (codes::END_CONFIG_ERROR, e)))
+        {
             Ok(config) => {
                 let schema = p
                     .output_schema
@@ -115,7 +118,7 @@ fn check_line(home: &HomeSettings, line: u64, bytes: &[u8], max_line: usize) -> 
                     ..base(Some(id), true)
                 }
             }
-            Err(e) => refuse(Some(id), codes::END_CONFIG_ERROR, e),
+            Err((code, e)) => refuse(Some(id), code, e),
         },
     }
 }
@@ -140,32 +143,84 @@ fn preview(home: &HomeSettings, id: &str, p: &RunParams) -> Result<String, Strin
     Ok(doc.to_string())
 }
 
-/// Replaces the values of `http_headers` and `env` of every MCP server (the
-/// user's own included), and a password in its `url`: the places
-/// config.toml holds credentials.
+/// Replaces what config.toml holds credentials in, wherever it is: every
+/// value of an `http_headers` table (MCP servers, model providers,
+/// profiles), of an MCP server's `env` and of `shell_environment_policy.set`;
+/// a value whose key names a token, secret, password or API key (but not
+/// the name of a variable holding one: `bearer_token_env_var`); and in a
+/// URL, the password and the values of a query.
 fn redact(doc: &mut DocumentMut) {
-    let Some(servers) = doc.get_mut("mcp_servers").and_then(Item::as_table_like_mut) else {
-        return;
-    };
-    for (_, server) in servers.iter_mut() {
-        let Some(server) = server.as_table_like_mut() else {
-            continue;
-        };
-        let url = server.get("url").and_then(Item::as_str).map(str::to_owned);
-        if let Some((url, password)) =
-            url.and_then(|u| crate::diag::url_password(&u).map(|p| (u, p)))
-        {
-            let redacted = url.replacen(&format!(":{password}@"), &format!(":{REDACTED}@"), 1);
-            server.insert("url", Item::Value(Value::from(redacted)));
-        }
-        for key in ["http_headers", "env"] {
-            if let Some(map) = server.get_mut(key).and_then(Item::as_table_like_mut) {
-                for (_, value) in map.iter_mut() {
-                    *value = Item::Value(Value::from(REDACTED));
+    redact_table(doc.as_table_mut(), &mut Vec::new());
+}
+
+fn redact_table(table: &mut dyn toml_edit::TableLike, path: &mut Vec<String>) {
+    for (key, item) in table.iter_mut() {
+        let key = key.get().to_owned();
+        let secret_map = key == "http_headers"
+            || (key == "env" && path.first().is_some_and(|k| k == "mcp_servers"))
+            || (key == "set" && path.last().is_some_and(|k| k == "shell_environment_policy"));
+        match item {
+            Item::ArrayOfTables(tables) => {
+                path.push(key);
+                for table in tables.iter_mut() {
+                    redact_table(table, path);
+                }
+                path.pop();
+            }
+            _ if item.is_table_like() => {
+                let inner = item.as_table_like_mut().expect("a table");
+                if secret_map {
+                    for (_, value) in inner.iter_mut() {
+                        *value = Item::Value(Value::from(REDACTED));
+                    }
+                } else {
+                    path.push(key);
+                    redact_table(inner, path);
+                    path.pop();
+                }
+            }
+            _ => {
+                let Some(text) = item.as_str() else { continue };
+                if names_a_secret(&key) {
+                    *item = Item::Value(Value::from(REDACTED));
+                } else if text.contains("://") {
+                    let redacted = redact_url(text);
+                    if redacted != text {
+                        *item = Item::Value(Value::from(redacted));
+                    }
                 }
             }
         }
     }
+}
+
+fn names_a_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["token", "secret", "password", "api_key", "apikey"]
+        .iter()
+        .any(|word| key.contains(word))
+        && !key.ends_with("_env_var")
+        && !key.ends_with("_env")
+}
+
+/// `url` with its password and the values of its query replaced.
+fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(password) = crate::diag::url_password(url) {
+        out = out.replacen(&format!(":{password}@"), &format!(":{REDACTED}@"), 1);
+    }
+    let Some(start) = out.find('?') else {
+        return out;
+    };
+    let end = out[start..].find('#').map_or(out.len(), |i| start + i);
+    let query: Vec<String> = out[start + 1..end]
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}={REDACTED}"),
+            None => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}{}", &out[..start], query.join("&"), &out[end..])
 }
 
 #[cfg(test)]
@@ -178,7 +233,14 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         std::fs::write(
             base.path().join("config.toml"),
-            "[mcp_servers.mine]\nurl = \"http://bot:url-secret@h/\"\nhttp_headers = { Authorization = \"Bearer base-secret\" }\n",
+            concat!(
+                "experimental_bearer_token = \"top-secret-1\"\n",
+                "[mcp_servers.mine]\nurl = \"http://bot:url-secret@h/\"\nhttp_headers = { Authorization = \"Bearer base-secret\" }\n",
+                "bearer_token_env_var = \"MINE_TOKEN\"\n",
+                "[model_providers.azure]\nbase_url = \"https://h/v1?api-version=1&key=query-secret#x\"\n",
+                "http_headers = { \"api-key\" = \"provider-secret\" }\n",
+                "[shell_environment_policy.set]\nPASS = \"shell-secret\"\n",
+            ),
         )
         .unwrap();
         let home = HomeSettings {
@@ -204,7 +266,16 @@ mod tests {
         let refused = run(&home, 1024, input.as_bytes(), &mut out).unwrap();
         assert_eq!(refused, 3);
         let text = String::from_utf8(out).unwrap();
-        for secret in ["base-secret", "req-secret", "env-secret", "url-secret"] {
+        for secret in [
+            "base-secret",
+            "req-secret",
+            "env-secret",
+            "url-secret",
+            "top-secret-1",
+            "query-secret",
+            "provider-secret",
+            "shell-secret",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
         let lines: Vec<serde_json::Value> = text
@@ -228,6 +299,15 @@ mod tests {
             config["mcp_servers"]["mine"]["url"].as_str(),
             Some("http://bot:[redacted]@h/")
         );
+        // The name of a variable is no secret; where a URL goes is not either.
+        assert_eq!(
+            config["mcp_servers"]["mine"]["bearer_token_env_var"].as_str(),
+            Some("MINE_TOKEN")
+        );
+        assert_eq!(
+            config["model_providers"]["azure"]["base_url"].as_str(),
+            Some("https://h/v1?api-version=[redacted]&key=[redacted]#x")
+        );
         assert_eq!(lines[1]["line"], 3);
         assert_eq!(
             (lines[1]["ok"].as_bool(), lines[1]["code"].as_str()),
@@ -236,6 +316,29 @@ mod tests {
         assert_eq!(lines[2]["code"], "malformed_json");
         assert_eq!(lines[3]["code"], "line_too_long");
         assert_eq!(lines[3]["line"], 5);
+    }
+
+    /// As the daemon, which checks them when the turn starts.
+    #[test]
+    fn paths_that_do_not_exist_are_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let home = HomeSettings {
+            base_home: base.path().to_path_buf(),
+            turn_root: base.path().to_path_buf(),
+            idle: Default::default(),
+        };
+        let line = br#"{"type":"run","id":"a","params":{"prompt":"x","cwd":"/nonexistent/dir"}}"#;
+        let mut out = Vec::new();
+        assert_eq!(run(&home, 1024, &line[..], &mut out).unwrap(), 1);
+        let verdict: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(verdict["code"], "invalid_params", "{verdict}");
+        assert!(
+            verdict["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("params.cwd:"),
+            "{verdict}"
+        );
     }
 
     /// As the daemon does: a base config.toml that cannot be read is the

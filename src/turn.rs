@@ -443,7 +443,7 @@ async fn drive(
 }
 
 /// Paths codex would fail on with a less precise message.
-fn check_paths(p: &RunParams) -> Result<(), String> {
+pub(crate) fn check_paths(p: &RunParams) -> Result<(), String> {
     if let Some(cwd) = &p.cwd {
         if !std::path::Path::new(cwd).is_dir() {
             return Err(format!("params.cwd: {cwd:?} is not an existing directory"));
