@@ -246,22 +246,30 @@ fn config_entry(key: &str, value: &Value) -> Result<(), InvalidParams> {
             format!("params.config: {key:?} is not a dotted key (empty segment)"),
         ));
     }
-    if contains_null(value) {
+    if contains(value, &Value::is_null) {
         return Err(InvalidParams::new(
             &field,
             format!("{field}: null has no TOML equivalent"),
         ));
     }
+    // TOML integers are 64-bit signed. (A JSON integer beyond 64 bits
+    // arrives as a float, as JSON readers take it, and stays one.)
+    if contains(value, &|v| v.as_u64().is_some_and(|n| n > i64::MAX as u64)) {
+        return Err(InvalidParams::new(
+            &field,
+            format!("{field}: an integer above 2^63-1 has no TOML equivalent"),
+        ));
+    }
     Ok(())
 }
 
-fn contains_null(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Array(items) => items.iter().any(contains_null),
-        Value::Object(map) => map.values().any(contains_null),
-        _ => false,
-    }
+fn contains(value: &Value, found: &dyn Fn(&Value) -> bool) -> bool {
+    found(value)
+        || match value {
+            Value::Array(items) => items.iter().any(|v| contains(v, found)),
+            Value::Object(map) => map.values().any(|v| contains(v, found)),
+            _ => false,
+        }
 }
 
 fn validate_servers(servers: &BTreeMap<String, McpServer>) -> Result<(), InvalidParams> {

@@ -175,6 +175,18 @@ fn argv_values_env_and_config() {
     let mut p = with_prompt();
     p.config = [("a.b".to_owned(), serde_json::json!([1, null]))].into();
     assert!(validate(&p).unwrap_err().message.contains("null"));
+    // Refused at once, not when the turn starts (as a config_error).
+    p.config = [(
+        "n".to_owned(),
+        serde_json::json!({"deep": [9223372036854775808u64]}),
+    )]
+    .into();
+    assert_eq!(
+        validate(&p).unwrap_err().message,
+        "params.config.n: an integer above 2^63-1 has no TOML equivalent"
+    );
+    p.config = [("n".to_owned(), serde_json::json!(9223372036854775807u64))].into();
+    assert!(validate(&p).is_ok());
     let mut p = with_prompt();
     p.timeout_secs = Some(0.0);
     assert_eq!(validate(&p).unwrap_err().field, "params.timeout_secs");

@@ -364,7 +364,7 @@ fn table() -> Vec<(&'static str, Vec<u8>, Expect)> {
                 "p33",
                 json!({"prompt": "x", "config": {"n": 18446744073709551615u64}}),
             ),
-            End("p33", "config_error"),
+            End("p33", "invalid_params"),
         ),
     ]
 }
