@@ -68,6 +68,31 @@ enum LiveState {
     },
 }
 
+/// What a waiting run holds in memory, about: its request line's length,
+/// and for the JSON values kept as they were parsed (`config`,
+/// `output_schema`) each value's and each key's own room, which text such
+/// as `[[],[],…]` takes ten times less of.
+fn held_bytes(params: &RunParams, line_bytes: usize) -> usize {
+    const VALUE: usize = std::mem::size_of::<serde_json::Value>();
+    const ENTRY: usize = 2 * std::mem::size_of::<String>();
+    fn nodes(value: &serde_json::Value) -> usize {
+        VALUE
+            + match value {
+                serde_json::Value::Array(items) => items.iter().map(nodes).sum(),
+                serde_json::Value::Object(map) => map.values().map(|v| ENTRY + nodes(v)).sum(),
+                _ => 0,
+            }
+    }
+    let config: usize = params.config.values().map(|v| ENTRY + nodes(v)).sum();
+    let schema: usize = params
+        .output_schema
+        .iter()
+        .flat_map(|schema| schema.values())
+        .map(|v| ENTRY + nodes(v))
+        .sum();
+    line_bytes + config + schema
+}
+
 /// Totals for the exit summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -240,6 +265,12 @@ impl Dispatcher {
                 bytes,
                 request,
             } => (line, bytes, request),
+        };
+        let bytes = match &decoded {
+            Ok(Request::Run {
+                params: Ok(params), ..
+            }) => held_bytes(params, bytes),
+            _ => bytes,
         };
         match decoded {
             Err(r) => self.reject(line_no, r.code, r.message, r.request_id).await,

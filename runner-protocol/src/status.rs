@@ -22,7 +22,8 @@ pub struct StatusReport {
     /// The `--max-queued-bytes` limit (0 from a daemon that predates it).
     #[serde(default)]
     pub max_queued_bytes: usize,
-    /// Bytes of the request lines of the queued runs.
+    /// What the queued runs' requests hold: their lines' lengths, plus the
+    /// room their parsed `config` and `output_schema` values take.
     #[serde(default)]
     pub queued_bytes: usize,
     /// Milliseconds since the daemon started.

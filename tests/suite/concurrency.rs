@@ -168,6 +168,40 @@ async fn waiting_request_bytes_are_bounded_too() {
     d.assert_clean_exit().await;
 }
 
+/// Parsed, `[[],[],…]` takes ten times the room of its text: a waiting run
+/// is charged for what it holds, not only for its line.
+#[tokio::test]
+async fn parsed_json_values_count_at_their_size_in_memory() {
+    let (mut d, gate, _) = holding_a_slot("1", ["--max-queued-bytes", "4000"]).await;
+    let empties = vec![json!([]); 200];
+    let line =
+        json!({"type": "run", "id": "arrays", "params": {"prompt": "x", "config": {"k": empties}}});
+    assert!(serde_json::to_vec(&line).unwrap().len() < 1000);
+    d.send(line).await;
+    let full = d.wait_for(|l| l["id"] == "arrays").await;
+    assert_eq!(full["code"], "queue_full", "{full}");
+    // Text is charged about at its length.
+    let text = json!({"prompt": "x", "config": {"k": "v".repeat(2000)}});
+    let line_len = serde_json::to_vec(&json!({"type": "run", "id": "text", "params": text}))
+        .unwrap()
+        .len();
+    d.run("text", text).await;
+    d.send(json!({"type": "status"})).await;
+    let status = d.wait_for(|l| l["type"] == "status").await;
+    assert_eq!(status["queued"][0]["id"], "text", "{status}");
+    let held = status["queued_bytes"].as_u64().unwrap() as usize;
+    assert!(
+        (line_len..line_len + 200).contains(&held),
+        "{held} for {line_len}"
+    );
+    gate.open().await;
+    let (runs, _) = d.collect(&["holder", "text"]).await;
+    for run in runs.values() {
+        run.assert_ok();
+    }
+    d.assert_clean_exit().await;
+}
+
 #[tokio::test]
 async fn a_second_turn_on_a_running_thread_waits_for_it() {
     let mut d = Daemon::start().await;
