@@ -210,6 +210,10 @@ fn arg_value(field: &str, value: &str) -> Result<(), InvalidParams> {
             format!("{field}: must not be empty"),
         ));
     }
+    no_nul(field, value)
+}
+
+fn no_nul(field: &str, value: &str) -> Result<(), InvalidParams> {
     if value.contains('\0') {
         return Err(InvalidParams::new(
             field,
@@ -344,7 +348,20 @@ fn validate_server(field: &str, s: &McpServer) -> Result<(), InvalidParams> {
             if let Some(env) = &s.env {
                 env_map(&format!("{field}.env"), env)?;
             }
+            // Each becomes a C string of codex's when it starts the server.
+            for (i, arg) in s.args.iter().flatten().enumerate() {
+                no_nul(&format!("{field}.args[{i}]"), arg)?;
+            }
+            for (i, var) in s.env_vars.iter().flatten().enumerate() {
+                arg_value(&format!("{field}.env_vars[{i}]"), var)?;
+            }
+            if let Some(cwd) = &s.cwd {
+                arg_value(&format!("{field}.cwd"), cwd)?;
+            }
         }
+    }
+    if let Some(var) = &s.bearer_token_env_var {
+        arg_value(&format!("{field}.bearer_token_env_var"), var)?;
     }
     for (sub, headers) in [
         ("http_headers", &s.http_headers),

@@ -153,6 +153,47 @@ fn transport_fields_must_match() {
 }
 
 #[test]
+fn no_string_codex_passes_to_the_os_may_hold_nul() {
+    let stdio = |f: fn(&mut McpServer)| {
+        let mut s = McpServer {
+            command: Some("srv".into()),
+            ..McpServer::default()
+        };
+        f(&mut s);
+        check_servers(vec![("s", s)]).map_err(|e| e.field)
+    };
+    assert_eq!(stdio(|_| {}), Ok(()));
+    assert_eq!(
+        stdio(|s| s.args = Some(vec!["".into()])),
+        Ok(()),
+        "an empty arg is an arg"
+    );
+    for (f, field) in [
+        (
+            (|s: &mut McpServer| s.args = Some(vec!["a".into(), "b\0".into()]))
+                as fn(&mut McpServer),
+            "params.mcp_servers.s.args[1]",
+        ),
+        (
+            |s| s.env_vars = Some(vec!["V\0".into()]),
+            "params.mcp_servers.s.env_vars[0]",
+        ),
+        (
+            |s| s.cwd = Some("/t\0mp".into()),
+            "params.mcp_servers.s.cwd",
+        ),
+    ] {
+        assert_eq!(stdio(f), Err(field.to_owned()));
+    }
+    let mut s = http("http://h/");
+    s.bearer_token_env_var = Some("T\0K".into());
+    assert_eq!(
+        check_servers(vec![("s", s)]).unwrap_err().field,
+        "params.mcp_servers.s.bearer_token_env_var"
+    );
+}
+
+#[test]
 fn argv_values_env_and_config() {
     let mut p = with_prompt();
     p.resume = Some("--help".into());
