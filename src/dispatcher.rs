@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use runner_protocol::status::{RunStatus, StatusReport, StatusTotals};
 use runner_protocol::{codes, End, OutputLine, Rejected, Rejection, Request, RunParams};
@@ -63,8 +63,8 @@ enum LiveState {
     Running {
         stop: watch::Sender<Stop>,
         started: Instant,
-        /// Its time limit, if any (the turn enforces it).
-        timeout: Option<Duration>,
+        /// The turn reported that its time limit passed.
+        timed_out: bool,
     },
 }
 
@@ -206,6 +206,15 @@ impl Dispatcher {
                         live.thread = Some(thread_id.clone());
                         self.busy_threads.insert(thread_id, id);
                     }
+                }
+            }
+            TurnNotice::TimedOut { id } => {
+                if let Some(Live {
+                    state: LiveState::Running { timed_out, .. },
+                    ..
+                }) = self.live.get_mut(&id)
+                {
+                    *timed_out = true;
                 }
             }
             TurnNotice::Finished { id, ok } => {
@@ -441,17 +450,10 @@ impl Dispatcher {
     fn start(&mut self, id: String) {
         let live = self.live.get_mut(&id).expect("queued runs are live");
         let (stop_tx, stop_rx) = watch::channel(Stop::default());
-        let timeout = match &live.state {
-            LiveState::Queued(params) => params
-                .timeout_secs
-                .map(Duration::from_secs_f64)
-                .or(self.ctx.settings.turn_timeout),
-            LiveState::Running { .. } => unreachable!("only queued runs are started"),
-        };
         let running = LiveState::Running {
             stop: stop_tx,
             started: Instant::now(),
-            timeout,
+            timed_out: false,
         };
         let LiveState::Queued(params) = std::mem::replace(&mut live.state, running) else {
             unreachable!("only queued runs are started");
@@ -490,14 +492,13 @@ impl Dispatcher {
                 LiveState::Running {
                     stop,
                     started,
-                    timeout,
+                    timed_out,
                 } => Some(RunStatus {
                     id: id.clone(),
                     thread_id: live.thread.clone(),
                     age_ms: ms(live.arrived),
                     running_ms: Some(ms(*started)),
-                    stopping: stop.borrow().reason.is_some()
-                        || timeout.is_some_and(|limit| started.elapsed() >= limit),
+                    stopping: stop.borrow().reason.is_some() || *timed_out,
                 }),
                 LiveState::Queued(_) => None,
             })

@@ -56,6 +56,11 @@ pub enum TurnNotice {
         /// Codex thread id.
         thread_id: String,
     },
+    /// The turn's time limit passed: it is being stopped (for `status`).
+    TimedOut {
+        /// Run id.
+        id: String,
+    },
     /// The turn is over and its resources are released; its `end` follows.
     Finished {
         /// Run id.
@@ -80,7 +85,7 @@ pub struct TurnContext {
     pub settings: Arc<Settings>,
     /// The stdout writer.
     pub out: Outgoing,
-    /// Notices to the dispatcher. Unbounded: at most two per running turn.
+    /// Notices to the dispatcher. Unbounded: at most three per running turn.
     pub notices: mpsc::UnboundedSender<TurnNotice>,
     /// Starts codex processes.
     pub spawner: Spawner,
@@ -242,6 +247,7 @@ async fn drive(
     macro_rules! on_timeout {
         () => {{
             timed_out = true;
+            let _ = ctx.notices.send(TurnNotice::TimedOut { id: id.to_owned() });
             container.note_descendants(pid);
             child::interrupt(pid);
             let at = tokio::time::Instant::now() + settings.kill_grace;
