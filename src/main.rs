@@ -48,15 +48,16 @@ struct Cli {
 
     /// Runs waiting at once for a slot (or for their thread's running
     /// turn); a run that would wait beyond this ends at once with code
-    /// `queue_full`. Each waiting run holds its request in memory (about
-    /// 1 KB plus its prompt). 0: never queue.
+    /// `queue_full`. Each waiting run holds its request in memory (see
+    /// --max-queued-bytes). 0: never queue.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     max_queued: u32,
 
-    /// Bytes of request lines waiting at once (with --max-queued): a run that
-    /// would wait beyond this ends at once with code `queue_full`, since
-    /// each waiting run holds its request (up to --max-request-bytes) in
-    /// memory. A run that can start at once is never refused.
+    /// Bytes the waiting runs' requests may hold at once (with
+    /// --max-queued): each counts its line's length (up to
+    /// --max-request-bytes) plus the room its parsed `config` and
+    /// `output_schema` take. A run that would wait beyond this ends at once
+    /// with code `queue_full`; one that can start at once is never refused.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     max_queued_bytes: usize,
 
@@ -67,8 +68,8 @@ struct Cli {
     turn_timeout: f64,
 
     /// Seconds between SIGINT to codex (its graceful stop) and SIGKILL to
-    /// its process group, when a turn is cancelled, times out or the daemon
-    /// stops.
+    /// every process of the turn, when a turn is cancelled, times out or
+    /// the daemon stops.
     #[arg(long, default_value_t = 3.0)]
     kill_grace: f64,
 

@@ -11,7 +11,8 @@ pub const END_INVALID_PARAMS: &str = "invalid_params";
 pub const END_CANCELLED: &str = "cancelled";
 /// The run exceeded its `timeout_secs` (or the daemon's `--turn-timeout`).
 pub const END_TIMEOUT: &str = "timeout";
-/// The daemon is shutting down (SIGTERM/SIGINT) and stopped the run.
+/// The daemon is shutting down (SIGTERM, SIGINT or SIGHUP, or its stdout
+/// closed) and stopped the run, or did not start it.
 pub const END_SHUTDOWN: &str = "shutdown";
 /// Codex printed `turn.failed`.
 pub const END_TURN_FAILED: &str = "turn_failed";
@@ -27,11 +28,13 @@ pub const END_CONFIG_ERROR: &str = "config_error";
 pub const END_PROTOCOL_ERROR: &str = "protocol_error";
 /// An I/O error talking to the child.
 pub const END_IO_ERROR: &str = "io_error";
-/// The run would have waited, and `--max-queued` runs were waiting already:
-/// it was not accepted. Send it again once some runs have ended.
+/// The run would have waited, and `--max-queued` runs, or
+/// `--max-queued-bytes` of requests with it, were waiting already: it was
+/// not accepted. Send it again once some runs have ended.
 pub const END_QUEUE_FULL: &str = "queue_full";
 
-/// The line is not valid JSON, or not a JSON object.
+/// The line is not valid JSON, not a JSON object, has a top-level key
+/// twice, or starts with a byte order mark (only the first line may).
 pub const REJECT_MALFORMED_JSON: &str = "malformed_json";
 /// The line has no `type`, or an unknown one.
 pub const REJECT_UNKNOWN_TYPE: &str = "unknown_type";

@@ -40,7 +40,8 @@ pub enum OutputLine {
 pub struct End {
     /// The run id.
     pub id: String,
-    /// `ok` only if codex exited 0 and printed no `turn.failed`.
+    /// `ok` only if codex exited 0, printed no `turn.failed`, and every line
+    /// it printed was read and forwarded (none over `--max-event-bytes`).
     pub status: EndStatus,
     /// One-line reason, when `status` is `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,8 +61,9 @@ pub struct End {
     /// The signal that ended codex, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
-    /// Milliseconds from the turn's start (spawn) to its end; absent for runs
-    /// that never started.
+    /// Milliseconds from the turn's start (when it left the queue: its
+    /// home, then codex's spawn) to its end; absent for runs that never
+    /// started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
     /// Milliseconds the run waited in the queue before it started.

@@ -379,7 +379,7 @@ fn validate_server(field: &str, s: &McpServer) -> Result<(), InvalidParams> {
                 return Err(err(
                     &format!(".{sub}.{name}"),
                     format!(
-                        "{field}.{sub}.{name}: value contains a control character (CR, LF or NUL)"
+                        "{field}.{sub}.{name}: value contains a control character other than tab"
                     ),
                 ));
             }
