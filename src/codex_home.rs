@@ -248,7 +248,6 @@ pub fn prepare(
         Some(path) => path,
         None => create_turn_dir(&settings.turn_root)?,
     };
-    // From here on, a failure removes the directory (drop).
     let mut home = TurnHome {
         path,
         created: Vec::with_capacity(snapshot.links.len() + 4),
@@ -256,27 +255,37 @@ pub fn prepare(
         removed: false,
         output_schema: None,
     };
-    let config = home.path.join("config.toml");
-    write_private(&config, config_text.as_bytes())?;
-    home.created.push(config);
-    if let Some(schema) = &params.output_schema {
-        let path = home.path.join("output-schema.json");
-        let bytes = serde_json::to_vec(schema).expect("a JSON object serialises");
-        write_private(&path, &bytes)?;
-        home.created.push(path.clone());
-        home.output_schema = Some(path);
-    }
-    if !linked {
-        make_links(&home.path, &snapshot.links)?;
-    }
-    home.created
-        .extend(snapshot.links.iter().map(|(name, _)| home.path.join(name)));
-    if let Some(template) = template {
-        for (name, bytes) in &template.files {
-            let path = home.path.join(name);
-            write_private(&path, bytes)?;
-            // Not in `created`: codex adds -shm/-wal files next to it anyway.
+    let filled = (|| {
+        let config = home.path.join("config.toml");
+        write_private(&config, config_text.as_bytes())?;
+        home.created.push(config);
+        if let Some(schema) = &params.output_schema {
+            let path = home.path.join("output-schema.json");
+            let bytes = serde_json::to_vec(schema).expect("a JSON object serialises");
+            write_private(&path, &bytes)?;
+            home.created.push(path.clone());
+            home.output_schema = Some(path);
         }
+        if !linked {
+            make_links(&home.path, &snapshot.links)?;
+        }
+        home.created
+            .extend(snapshot.links.iter().map(|(name, _)| home.path.join(name)));
+        if let Some(template) = template {
+            for (name, bytes) in &template.files {
+                let path = home.path.join(name);
+                write_private(&path, bytes)?;
+                // Not in `created`: codex adds -shm/-wal files next to it anyway.
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = filled {
+        // Usually out of descriptors, which removing a dir that is not
+        // empty needs too: what cannot go now goes at exit.
+        home.removed = true;
+        settings.idle.remove(home.path.clone());
+        return Err(e);
     }
     Ok(home)
 }
