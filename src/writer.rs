@@ -310,7 +310,21 @@ async fn run_fd_writer(shared: &Shared, sink: Arc<FdSink>) -> std::io::Result<()
         match next {
             Next::Done => return Ok(()),
             Next::Failed(e) => return Err(e),
-            Next::Wait => work.await,
+            // Idle, but not deaf: a reader that went away (an orchestrator
+            // that died) stops the daemon now, not at the next event of a
+            // turn that may be silent for an hour.
+            Next::Wait => tokio::select! {
+                () = work => {}
+                () = sink.reader_gone() => {
+                    let gone = std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "stdout's reader is gone",
+                    );
+                    fail(&mut shared.lock(), &gone);
+                    shared.space.notify_waiters();
+                    return Err(gone);
+                }
+            },
             Next::Write(buffer) => {
                 let (buffer, result) = sink.write_all_async(buffer).await;
                 wrote(shared, buffer, &result);
@@ -376,6 +390,27 @@ impl FdSink {
             }
         });
         Ok(Some(FdSink { out, writable }))
+    }
+
+    /// Resolves once fd 1 says its reader is gone: a pipe whose read end
+    /// closed reports an error, a socket whose peer went away a hang-up.
+    /// Never, where fd 1 is not registered (a file, say).
+    async fn reader_gone(&self) {
+        let Some(fd) = &self.writable else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Ok(mut ready) = fd.ready(Interest::WRITABLE | Interest::ERROR).await else {
+                return std::future::pending().await;
+            };
+            let now = ready.ready();
+            if now.is_error() || now.is_write_closed() {
+                return;
+            }
+            // Room to write is no news: wait for the next edge (room after
+            // a full pipe, or the error).
+            ready.clear_ready();
+        }
     }
 
     /// Writes `buffer[done..]`: at once while fd 1 takes it; when the pipe

@@ -544,6 +544,23 @@ async fn a_closed_stdout_stops_everything_cleanly() {
     assert_eq!(fatal.len(), 1, "{}", d.stderr());
 }
 
+/// An orchestrator that dies closes both pipes while its turns are silent
+/// (codex waits on the model): before, the daemon took the end of input as
+/// "finish what runs", and only a turn's next event, maybe an hour later,
+/// found stdout gone.
+#[tokio::test]
+async fn a_dead_orchestrator_stops_the_daemon_while_its_turns_are_silent() {
+    let mut d = Daemon::start().await;
+    d.run(
+        "silent",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
+    )
+    .await;
+    d.wait_turn_started("silent").await;
+    drop(d.take_stdin());
+    close_stdout_and_expect_a_clean_stop(&mut d, "silent").await;
+}
+
 /// The reader goes away while stdout's pipe is full and the daemon waits
 /// for room: the wait ends (the pipe reports an error, not room) and the
 /// daemon exits as for any lost stdout.
