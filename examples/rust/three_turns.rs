@@ -93,6 +93,7 @@ async fn read_turn(mut stream: RunStream) -> Result<String, BoxError> {
                 }
             }
             RunEvent::Diag { level, message } => eprintln!("{id}: {level:?}: {message}"),
+            RunEvent::Unparsed { error, .. } => eprintln!("{id}: an event not read: {error}"),
             RunEvent::End(end) if end.status == EndStatus::Ok => {
                 return Ok(format!("{id}: {last_message}"));
             }

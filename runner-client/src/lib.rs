@@ -29,13 +29,15 @@
 //! # }
 //! ```
 //!
-//! Needs a tokio runtime (any flavour); the daemon is killed if the
-//! [`Runner`] is dropped without [`Runner::shutdown`].
+//! Needs a tokio runtime (any flavour) with its time driver
+//! (`#[tokio::main]`, or `enable_all`). A [`Runner`] dropped without
+//! [`Runner::shutdown`] stops the daemon: see [`Runner`].
 #![warn(missing_docs)]
 
 mod error;
 mod runner;
 mod shared;
+mod stop;
 mod stream;
 mod tasks;
 

@@ -12,6 +12,7 @@ use tokio::sync::mpsc::unbounded_channel;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::shared::{Ack, Shared};
+use crate::stop::DaemonProcess;
 use crate::{tasks, ClientError, RunStream};
 
 /// How to start the daemon; see [`Runner::builder`].
@@ -27,11 +28,15 @@ pub struct RunnerBuilder {
 /// A running codex-runner daemon.
 ///
 /// Requests may be sent from many tasks at once (`&self`). Dropping the runner
-/// kills the daemon (and, through it, its codex children); call
+/// stops the daemon: SIGTERM, so that it stops every turn and cleans up, a
+/// second one a second later, and SIGKILL if it is still there ten seconds
+/// after that (from a thread of its own: the drop does not block). Call
 /// [`Runner::shutdown`] to let the runs finish instead.
 pub struct Runner {
     shared: Arc<Shared>,
     pid: Option<u32>,
+    /// The daemon by pidfd, for the drop (none before Linux 5.3).
+    process: Option<DaemonProcess>,
     stdout_task: Option<JoinHandle<Option<ExitStatus>>>,
     other_tasks: Vec<AbortHandle>,
 }
@@ -91,8 +96,7 @@ impl RunnerBuilder {
             .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         for (key, value) in &self.envs {
             match value {
                 Some(value) => command.env(key, value),
@@ -107,6 +111,8 @@ impl RunnerBuilder {
             source: Arc::new(e),
         };
         let mut child = command.spawn().map_err(spawn_error)?;
+        // Now, while it is certainly our unreaped child.
+        let process = child.id().and_then(DaemonProcess::of_child);
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -132,6 +138,7 @@ impl RunnerBuilder {
         Ok(Runner {
             shared,
             pid,
+            process,
             stdout_task: Some(stdout_task),
             other_tasks,
         })
@@ -169,6 +176,7 @@ impl Runner {
         params: RunParams,
     ) -> Result<RunStream, ClientError> {
         let id = id.into();
+        finite_seconds(&params)?;
         let line = encode(&Request::Run {
             id: &id,
             params: &params,
@@ -194,11 +202,13 @@ impl Runner {
     /// after. Fails if the daemon did not exit with status 0.
     pub async fn shutdown(mut self) -> Result<(), ClientError> {
         self.shared.close_stdin(ClientError::ShutDown);
-        let stdout_task = self.stdout_task.take();
-        let status = match stdout_task {
+        // Awaited in place: if this future is dropped (a timeout around
+        // it), the runner's drop still finds the task and stops the daemon.
+        let status = match self.stdout_task.as_mut() {
             Some(task) => task.await.ok().flatten(),
             None => None,
         };
+        self.stdout_task = None;
         match status {
             Some(status) if status.success() => Ok(()),
             status => Err(ClientError::Exited {
@@ -212,8 +222,9 @@ impl Runner {
     async fn written(&self, ack: Ack) -> Result<(), ClientError> {
         match ack.await {
             Ok(Ok(())) => Ok(()),
-            // The daemon's fate says more than a broken pipe.
-            Ok(Err(error)) => Err(self.shared.unavailable().unwrap_or(error)),
+            // The daemon's fate (its exit status, its `fatal` line) says more
+            // than a broken pipe, and follows it closely.
+            Ok(Err(error)) => Err(self.shared.wait_gone().await.unwrap_or(error)),
             Err(_) => Err(ClientError::Dropped),
         }
     }
@@ -227,15 +238,54 @@ impl std::fmt::Debug for Runner {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        // The stdout task owns the child: aborting it drops the child, which
-        // kills it (`kill_on_drop`).
         if let Some(task) = &self.stdout_task {
+            // A finished task has reaped the daemon: nothing to stop.
+            if !task.is_finished() {
+                if let Some(process) = self.process.take() {
+                    process.stop_in_background();
+                } else if let Some(pid) = self.pid {
+                    // No pidfd (Linux before 5.3): by pid, unreaped as far
+                    // as we know.
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                }
+            }
+            // Closing its pipes tells the daemon too.
             task.abort();
         }
         for task in &self.other_tasks {
             task.abort();
         }
     }
+}
+
+/// JSON has no NaN or infinity: serde_json writes them as `null`, which the
+/// daemon reads as "not given", so a time limit of `f64::INFINITY` would
+/// silently become the daemon's default.
+fn finite_seconds(params: &RunParams) -> Result<(), ClientError> {
+    let servers = params.mcp_servers.iter().flat_map(|(name, server)| {
+        [
+            (
+                format!("mcp_servers.{name}.startup_timeout_sec"),
+                server.startup_timeout_sec,
+            ),
+            (
+                format!("mcp_servers.{name}.tool_timeout_sec"),
+                server.tool_timeout_sec,
+            ),
+        ]
+    });
+    for (field, secs) in
+        std::iter::once(("timeout_secs".to_owned(), params.timeout_secs)).chain(servers)
+    {
+        if secs.is_some_and(|secs| !secs.is_finite()) {
+            let why = format!("params.{field} is not a finite number, which JSON cannot carry");
+            return Err(ClientError::Encode(Arc::new(serde::ser::Error::custom(
+                why,
+            ))));
+        }
+    }
+    Ok(())
 }
 
 fn encode(request: &Request) -> Result<Vec<u8>, ClientError> {

@@ -15,6 +15,10 @@ use tokio::sync::oneshot;
 use crate::stream::Item;
 use crate::ClientError;
 
+/// How long a failed write waits to learn the daemon's fate: its exit and
+/// the rest of its stderr (the stdout task gives stderr two seconds).
+const GONE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// One request line for the writer task, and where to report its fate.
 pub(crate) struct Outgoing {
     pub line: Vec<u8>,
@@ -26,6 +30,8 @@ pub(crate) type Ack = oneshot::Receiver<Result<(), ClientError>>;
 
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Set once the daemon is known to be gone (see [`Shared::gone`]).
+    gone_signal: tokio::sync::watch::Sender<bool>,
 }
 
 struct State {
@@ -54,6 +60,7 @@ struct Route {
 impl Shared {
     pub fn new(outgoing: UnboundedSender<Outgoing>) -> Self {
         Shared {
+            gone_signal: tokio::sync::watch::Sender::new(false),
             state: Mutex::new(State {
                 runs: HashMap::new(),
                 lines: HashMap::new(),
@@ -176,6 +183,16 @@ impl Shared {
         self.lock().gone.get_or_insert(error.clone());
         self.close_stdin(error.clone());
         self.fail_all(&error);
+        self.gone_signal.send_replace(true);
+    }
+
+    /// Why the daemon is gone, once the stdout task knows (it has reaped
+    /// the daemon and read the rest of its stderr), waiting for that a
+    /// little while; else why requests cannot be written, if known.
+    pub async fn wait_gone(&self) -> Option<ClientError> {
+        let mut gone = self.gone_signal.subscribe();
+        let _ = tokio::time::timeout(GONE_WAIT, gone.wait_for(|gone| *gone)).await;
+        self.unavailable()
     }
 
     pub fn set_fatal(&self, message: String) {

@@ -24,6 +24,15 @@ pub enum RunEvent {
         /// The message.
         message: String,
     },
+    /// An event the daemon forwarded that this client cannot type (nested
+    /// deeper than serde_json's 128 levels, say): codex's bytes, and why.
+    /// The run goes on; its events stay in order.
+    Unparsed {
+        /// The event's JSON text.
+        event: String,
+        /// Why it could not be read as a [`ThreadEvent`].
+        error: String,
+    },
     /// The run's last item. `status` says whether the turn succeeded.
     End(End),
 }
@@ -51,6 +60,9 @@ pub struct RunOutput {
     pub events: Vec<ThreadEvent>,
     /// The `diag` lines that arrived before the end.
     pub diags: Vec<(DiagLevel, String)>,
+    /// The text of the events that could not be typed
+    /// ([`RunEvent::Unparsed`]), in order.
+    pub unparsed: Vec<String>,
     /// The end. Check [`End::status`]: a failed turn is an answer, not an `Err`.
     pub end: End,
 }
@@ -78,11 +90,20 @@ impl RunStream {
     pub async fn collect(mut self) -> Result<RunOutput, ClientError> {
         let mut events = Vec::new();
         let mut diags = Vec::new();
+        let mut unparsed = Vec::new();
         while let Some(item) = self.next().await {
             match item? {
                 RunEvent::Event(event) => events.push(event),
                 RunEvent::Diag { level, message } => diags.push((level, message)),
-                RunEvent::End(end) => return Ok(RunOutput { events, diags, end }),
+                RunEvent::Unparsed { event, .. } => unparsed.push(event),
+                RunEvent::End(end) => {
+                    return Ok(RunOutput {
+                        events,
+                        diags,
+                        unparsed,
+                        end,
+                    })
+                }
             }
         }
         // `next` yields an error before `None` unless an end came first.

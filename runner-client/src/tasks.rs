@@ -102,10 +102,16 @@ fn route_line(shared: &Shared, line: &[u8]) {
             if !shared.is_pending(id) {
                 return;
             }
-            match serde_json::from_str::<ThreadEvent>(raw.get()) {
-                Ok(event) => shared.deliver(id, Ok(RunEvent::Event(event))),
-                Err(e) => invalid(shared, line, Some(id), e),
-            }
+            // The daemon checked that this is one JSON object: a run never
+            // fails over an event the client alone cannot read.
+            let event = match serde_json::from_str::<ThreadEvent>(raw.get()) {
+                Ok(event) => RunEvent::Event(event),
+                Err(e) => RunEvent::Unparsed {
+                    event: raw.get().to_owned(),
+                    error: e.to_string(),
+                },
+            };
+            shared.deliver(id, Ok(event));
         }
         "end" | "rejected" => match serde_json::from_slice::<OutputLine>(line) {
             Ok(OutputLine::End(end)) => shared.end(end),
@@ -137,22 +143,73 @@ fn invalid(shared: &Shared, line: &[u8], id: Option<&str>, error: impl ToString)
 /// error, everything else is a log line, copied to our stderr if asked.
 pub(crate) async fn read_stderr(shared: Arc<Shared>, stderr: ChildStderr, forward_logs: bool) {
     let mut lines = LineReader::new(stderr);
+    let logs = forward_logs.then(LogCopier::start).flatten();
     while let Ok(Some(line)) = lines.next().await {
         match serde_json::from_slice::<StderrLine>(line) {
             Ok(StderrLine::Diag { id, level, message }) => {
                 shared.deliver(&id, Ok(RunEvent::Diag { level, message }))
             }
             Ok(StderrLine::Fatal { message }) => {
-                if forward_logs {
-                    eprintln!("codex-runner: fatal: {message}");
+                if let Some(logs) = &logs {
+                    logs.copy(format!("codex-runner: fatal: {message}").as_bytes());
                 }
                 shared.set_fatal(message);
             }
-            Err(_) if forward_logs => {
-                let mut err = std::io::stderr().lock();
-                let _ = err.write_all(line).and_then(|()| err.write_all(b"\n"));
+            Err(_) => {
+                if let Some(logs) = &logs {
+                    logs.copy(line);
+                }
             }
-            Err(_) => {}
+        }
+    }
+}
+
+/// Lines queued for our stderr, at most; beyond, they are dropped (and
+/// counted) rather than waited for.
+const LOG_QUEUE: usize = 1024;
+
+/// Copies the daemon's log lines to our stderr on a thread of its own. A
+/// write to stderr blocks while its reader is behind (or gone): on the
+/// runtime's thread that would stall every task, and here every run's
+/// `diag` lines with it.
+struct LogCopier {
+    lines: std::sync::mpsc::SyncSender<Vec<u8>>,
+    dropped: std::cell::Cell<u64>,
+}
+
+impl LogCopier {
+    fn start() -> Option<LogCopier> {
+        let (lines, queue) = std::sync::mpsc::sync_channel::<Vec<u8>>(LOG_QUEUE);
+        std::thread::Builder::new()
+            .name("codex-runner-logs".into())
+            .spawn(move || {
+                let stderr = std::io::stderr();
+                for mut line in queue {
+                    line.push(b'\n');
+                    // A stderr that fails is no reason to stop reading ours.
+                    let _ = stderr.lock().write_all(&line);
+                }
+            })
+            .ok()?;
+        Some(LogCopier {
+            lines,
+            dropped: std::cell::Cell::new(0),
+        })
+    }
+
+    fn copy(&self, line: &[u8]) {
+        let dropped = self.dropped.get();
+        if dropped > 0 {
+            let note =
+                format!("codex-runner: {dropped} log lines dropped (stderr was not taking them)");
+            if self.lines.try_send(note.into_bytes()).is_err() {
+                self.dropped.set(dropped + 1);
+                return;
+            }
+            self.dropped.set(0);
+        }
+        if self.lines.try_send(line.to_vec()).is_err() {
+            self.dropped.set(self.dropped.get() + 1);
         }
     }
 }

@@ -244,15 +244,49 @@ async fn the_daemon_dying_fails_pending_runs_and_later_requests() {
     ));
 }
 
+/// Live processes whose environment holds `marker` (a turn's processes
+/// inherit its `env`).
+fn processes_marked(marker: &str) -> Vec<u32> {
+    let needle = marker.as_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle))
+        })
+        .filter(|pid| codex_runner_test_support::alive(*pid))
+        .collect()
+}
+
 #[tokio::test]
-async fn dropping_the_runner_kills_the_daemon() {
+async fn dropping_the_runner_stops_the_daemon_and_everything_of_its_turns() {
     let scratch = Scratch::new();
     let runner = scratch.builder().spawn().unwrap();
+    let marker = format!("DROP_TEST_MARK=m{}", std::process::id());
+    let (key, value) = marker.split_once('=').unwrap();
     let mut run = runner
-        .run("x", params("x", &[("FAKE_CODEX_SCENARIO", "hang")]))
+        .run(
+            "x",
+            params(
+                "x",
+                &[("FAKE_CODEX_SCENARIO", "spawn_descendants"), (key, value)],
+            ),
+        )
         .await
         .unwrap();
-    wait_started(&mut run).await;
+    // The item that lists the commands codex started (one setsid-ed, one
+    // reparented away).
+    loop {
+        match within("descendants", run.next()).await {
+            Some(Ok(RunEvent::Event(ThreadEvent::ItemCompleted { .. }))) => break,
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let marked = processes_marked(&marker);
+    assert!(marked.len() >= 3, "codex and its two commands: {marked:?}");
     let pid = runner.pid().unwrap();
     drop(runner);
     // Events already read from the daemon stay readable; then the error.
@@ -261,6 +295,35 @@ async fn dropping_the_runner_kills_the_daemon() {
         last = Some(item);
     }
     assert!(matches!(last, Some(Err(ClientError::Dropped))), "{last:?}");
+    codex_runner_test_support::wait_gone(pid, std::time::Duration::from_secs(20)).await;
+    // Before, a SIGKILLed daemon left codex's commands running and the
+    // turn's home (with the request's secrets) on disk.
+    for pid in marked {
+        codex_runner_test_support::wait_gone(pid, std::time::Duration::from_secs(20)).await;
+    }
+    let turns: Vec<_> = std::fs::read_dir(scratch.dir.path().join("turns"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(turns.is_empty(), "{turns:?}");
+}
+
+/// A caller's timeout around `shutdown` drops the runner mid-wait: the
+/// daemon must be stopped all the same, not left running its turns.
+#[tokio::test]
+async fn a_shutdown_given_up_on_still_stops_the_daemon() {
+    let scratch = Scratch::new();
+    let runner = scratch.builder().spawn().unwrap();
+    let mut run = runner
+        .run("x", params("x", &[("FAKE_CODEX_SCENARIO", "hang")]))
+        .await
+        .unwrap();
+    wait_started(&mut run).await;
+    let pid = runner.pid().unwrap();
+    let gave_up =
+        tokio::time::timeout(std::time::Duration::from_millis(200), runner.shutdown()).await;
+    assert!(gave_up.is_err(), "a hanging turn cannot finish");
     codex_runner_test_support::wait_gone(pid, std::time::Duration::from_secs(20)).await;
 }
 
@@ -281,16 +344,19 @@ async fn a_daemon_that_exits_at_once_fails_with_its_fatal_line() {
     let scratch = Scratch::new();
     let runner = scratch.builder().arg("--turn-timeout=-1").spawn().unwrap();
     let run = runner.run("r", params("x", &[])).await;
-    // Depending on timing, the request is refused (broken pipe or exit) or
-    // accepted and then failed; either way the exit is reported.
+    // Depending on timing, the request is refused (the pipe is broken) or
+    // accepted and then failed; either way the exit and its reason are
+    // reported, never just a broken pipe.
     let error = match run {
         Ok(stream) => within("exit", stream.collect()).await.unwrap_err(),
         Err(error) => error,
     };
-    assert!(
-        matches!(error, ClientError::Exited { .. } | ClientError::Write(_)),
-        "{error:?}"
-    );
+    match &error {
+        ClientError::Exited {
+            fatal: Some(fatal), ..
+        } => assert!(fatal.contains("--turn-timeout"), "{fatal}"),
+        other => panic!("{other:?}"),
+    }
     match runner.shutdown().await {
         Err(ClientError::Exited {
             status: Some(status),

@@ -17,7 +17,8 @@ fn fake_daemon(script: &str) -> Runner {
 
 #[tokio::test]
 async fn a_daemon_that_closed_its_stdin_is_a_broken_pipe() {
-    let runner = fake_daemon("exec 0<&-; sleep 3");
+    // Alive longer than a failed write waits to learn its fate.
+    let runner = fake_daemon("exec 0<&-; sleep 30");
     // The first lines may fit in the pipe before `sh` closes it.
     let mut error = None;
     for attempt in 0..50 {
@@ -74,6 +75,46 @@ sleep 3"#;
         other => panic!("{other:?}"),
     }
     assert!(stream.next().await.is_none());
+}
+
+/// The daemon forwards any JSON object codex prints; serde_json stops at 128
+/// levels. Before, such an event failed its run here while the daemon ran
+/// it on, and its id could be reused under it.
+#[tokio::test]
+async fn an_event_too_deep_to_type_arrives_raw_and_the_run_goes_on() {
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let event = format!(r#"{{"type":"item.completed","x":{deep}}}"#);
+    let script = format!(
+        r#"read a
+echo '{{"type":"event","id":"r","event":{event}}}'
+echo '{{"type":"end","id":"r","status":"ok"}}'
+sleep 3"#
+    );
+    let runner = fake_daemon(&script);
+    let output = within(
+        "run",
+        runner.run("r", params("x", &[])).await.unwrap().collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output.unparsed, [event]);
+    assert!(output.events.is_empty());
+    assert_eq!(output.end.status, EndStatus::Ok);
+}
+
+/// JSON has no NaN or infinity: serde_json would write `null`, which the
+/// daemon takes as "not given".
+#[tokio::test]
+async fn a_time_limit_json_cannot_carry_is_refused_before_it_is_sent() {
+    let runner = fake_daemon("read a; echo sent >&2; sleep 3");
+    let mut p = params("x", &[]);
+    p.timeout_secs = Some(f64::INFINITY);
+    match runner.run("r", p).await {
+        Err(ClientError::Encode(e)) => assert!(e.to_string().contains("timeout_secs"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Nothing was written: the id is still free.
+    assert!(runner.run("r", params("x", &[])).await.is_ok());
 }
 
 #[tokio::test]
