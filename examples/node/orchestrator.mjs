@@ -78,10 +78,16 @@ class Runner {
   run(id, params) {
     if (this.runs.has(id)) throw new Error(`run id ${id} has not ended yet`);
     const run = new Run(id);
+    run.line = this.linesSent + 1; // of its request on stdin
     this.runs.set(id, run);
-    this.runLines.set(this.linesSent + 1, id);
+    this.runLines.set(run.line, id);
     this.send({ type: "run", id, params });
     return run;
+  }
+
+  ended(run) {
+    this.runs.delete(run.id);
+    this.runLines.delete(run.line);
   }
 
   cancel(id) {
@@ -99,14 +105,14 @@ class Runner {
     if (line.type === "event" || line.type === "end") {
       const run = this.runs.get(line.id);
       if (!run) return;
-      if (line.type === "end") this.runs.delete(line.id);
+      if (line.type === "end") this.ended(run);
       run.onLine(line);
     } else if (line.type === "rejected") {
       // No `id` here, by design: match the request by its line number.
       this.problems.push(`rejected: ${text}`);
       const run = this.runs.get(this.runLines.get(line.line));
       if (run) {
-        this.runs.delete(run.id);
+        this.ended(run);
         run.onLine(line);
       }
     }
@@ -129,11 +135,40 @@ class Runner {
     await this.stdoutClosed;
     return await this.exited;
   }
+
+  /**
+   * Giving up: SIGTERM stops every turn (a second one, a second later, skips
+   * the grace period) and the daemon cleans up. Exiting without it would
+   * leave the daemon running its turns for nobody until it next writes.
+   */
+  async stop() {
+    const exitedWithin = (ms) =>
+      Promise.race([this.exited.then(() => true), new Promise((r) => setTimeout(() => r(false), ms))]);
+    for (const ms of [1000, 10000]) {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+      this.child.kill("SIGTERM");
+      if (await exitedWithin(ms)) return;
+    }
+    this.child.kill("SIGKILL");
+  }
 }
 
 async function main(argv) {
   const [program = process.env.CODEX_RUNNER_BIN ?? "codex-runner", ...args] = argv;
   const runner = new Runner(program, args);
+  let timer;
+  const timedOut = new Promise((resolve) => (timer = setTimeout(() => resolve("timeout"), TIMEOUT_MS)));
+  const result = await Promise.race([orchestrate(runner), timedOut]);
+  clearTimeout(timer);
+  if (result === "timeout") {
+    console.error(`orchestrator: timed out after ${TIMEOUT_MS / 1000} s`);
+    await runner.stop();
+    return 1;
+  }
+  return result;
+}
+
+async function orchestrate(runner) {
   const mcpServers = {
     docs: {
       url: process.env.MCP_URL ?? "http://127.0.0.1:9/mcp",
@@ -179,9 +214,6 @@ async function main(argv) {
   return problems.length ? 1 : 0;
 }
 
-const timer = setTimeout(() => {
-  console.error(`orchestrator: timed out after ${TIMEOUT_MS / 1000} s`);
-  process.exit(1);
-}, TIMEOUT_MS);
-timer.unref();
 process.exitCode = await main(process.argv.slice(2));
+// A run still pending after a timeout keeps nothing alive here.
+process.exit();

@@ -25,8 +25,9 @@ TIMEOUT_SECS = float(os.environ.get("ORCHESTRATOR_TIMEOUT_SECS", "300"))
 class Run:
     """One run: its events as they arrive, and a future for its last line."""
 
-    def __init__(self, run_id):
+    def __init__(self, run_id, line_number):
         self.id = run_id
+        self.line = line_number  # of its request on stdin
         self.events = []
         self.started = asyncio.Event()  # set on thread.started
         self.done = asyncio.get_running_loop().create_future()
@@ -78,46 +79,72 @@ class Runner:
         return cls(proc)
 
     async def _send(self, request):
-        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
         self.lines_sent += 1
-        await self.proc.stdin.drain()
+        try:
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as e:
+            # The daemon is gone: the stdout reader fails every pending run
+            # once it has its exit status (and stderr its `fatal` line).
+            self.problems.append(f"cannot write to codex-runner: {e}")
 
     async def run(self, run_id, params):
         if run_id in self.runs:
             raise ValueError(f"run id {run_id!r} has not ended yet")
-        run = self.runs[run_id] = Run(run_id)
-        self.run_lines[self.lines_sent + 1] = run_id
+        run = self.runs[run_id] = Run(run_id, self.lines_sent + 1)
+        self.run_lines[run.line] = run_id
         await self._send({"type": "run", "id": run_id, "params": params})
         return run
+
+    def _ended(self, run, line):
+        del self.runs[run.id]
+        self.run_lines.pop(run.line, None)
+        run.on_line(line)
 
     async def cancel(self, run_id):
         await self._send({"type": "cancel", "id": run_id})
 
     async def _read_stdout(self):
-        async for raw in self.proc.stdout:
-            try:
-                line = json.loads(raw)
-                kind = line["type"]
-            except (ValueError, KeyError, TypeError):
-                self.problems.append(f"unparseable output line: {raw[:200]!r}")
-                continue
-            if kind in ("event", "end"):
-                run = self.runs.get(line.get("id"))
-                if run is not None:
-                    if kind == "end":
-                        del self.runs[run.id]
-                    run.on_line(line)
-            elif kind == "rejected":
-                # No `id` here, by design: match the request by its line number.
-                self.problems.append(f"rejected: {line}")
-                run = self.runs.pop(self.run_lines.pop(line.get("line"), None), None)
-                if run is not None:
-                    run.on_line(line)
-            # Any other type was added by a newer daemon: ignore it.
-        code = await self.proc.wait()
-        for run in self.runs.values():
-            run.on_line({"type": "failed", "error": f"codex-runner exited ({code})"})
-        self.runs.clear()
+        why = None
+        try:
+            async for raw in self.proc.stdout:
+                self._route(raw)
+        except Exception as e:  # a line over `limit`, say: we can no longer follow
+            why = f"cannot read codex-runner's stdout: {e!r}"
+            self.problems.append(why)
+            self.proc.terminate()
+        finally:
+            # Whatever happened, no run is left waiting.
+            code = await self.proc.wait()
+            for run in self.runs.values():
+                run.on_line({"type": "failed", "error": why or f"codex-runner exited ({code})"})
+            self.runs.clear()
+            self.run_lines.clear()
+
+    def _route(self, raw):
+        try:
+            line = json.loads(raw)
+            kind = line["type"]
+        # RecursionError: codex may print JSON nested deeper than Python's
+        # stack allows (the daemon forwards any JSON object).
+        except (ValueError, KeyError, TypeError, RecursionError):
+            self.problems.append(f"unparseable output line: {raw[:200]!r}")
+            return
+        if kind in ("event", "end"):
+            run = self.runs.get(line.get("id"))
+            if run is None:
+                return
+            if kind == "end":
+                self._ended(run, line)
+            else:
+                run.on_line(line)
+        elif kind == "rejected":
+            # No `id` here, by design: match the request by its line number.
+            self.problems.append(f"rejected: {line}")
+            run = self.runs.get(self.run_lines.get(line.get("line")))
+            if run is not None:
+                self._ended(run, line)
+        # Any other type was added by a newer daemon: ignore it.
 
     async def _read_stderr(self):
         async for raw in self.proc.stderr:
@@ -126,11 +153,14 @@ class Runner:
             except ValueError:
                 line = None
             if isinstance(line, dict) and line.get("type") == "diag":
-                print(f"  {line['id']} {line['level']}: {line['message']}", file=sys.stderr)
+                text = f"  {line['id']} {line['level']}: {line['message']}\n"
             elif isinstance(line, dict) and line.get("type") == "fatal":
                 self.problems.append(f"fatal: {line['message']}")
+                continue
             else:  # a log line
-                sys.stderr.write(raw.decode(errors="replace"))
+                text = raw.decode(errors="replace")
+            # Off the event loop: a stderr nobody reads would block it.
+            await asyncio.to_thread(sys.stderr.write, text)
 
     async def close(self):
         """End of input: the daemon finishes every run, then exits."""
@@ -139,10 +169,35 @@ class Runner:
         await self.stderr_task
         return await self.proc.wait()
 
+    async def stop(self):
+        """Giving up: SIGTERM stops every turn (a second one at once, without
+        the grace period) and the daemon cleans up; SIGKILL would leave the
+        turns' commands running and their homes on disk."""
+        for wait in (1, 10):
+            if self.proc.returncode is not None:
+                break
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        else:
+            self.proc.kill()
+        await self.proc.wait()
+
 
 async def main(argv):
     program = argv[1] if len(argv) > 1 else os.environ.get("CODEX_RUNNER_BIN", "codex-runner")
     runner = await Runner.start([program, *argv[2:]])
+    try:
+        return await asyncio.wait_for(orchestrate(runner), TIMEOUT_SECS)
+    except asyncio.TimeoutError:
+        print(f"orchestrator: timed out after {TIMEOUT_SECS} s", file=sys.stderr)
+        await runner.stop()
+        return 1
+
+
+async def orchestrate(runner):
     mcp_servers = {
         "docs": {
             "url": os.environ.get("MCP_URL", "http://127.0.0.1:9/mcp"),
@@ -191,8 +246,4 @@ async def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(asyncio.wait_for(main(sys.argv), TIMEOUT_SECS)))
-    except asyncio.TimeoutError:
-        print(f"orchestrator: timed out after {TIMEOUT_SECS} s", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(asyncio.run(main(sys.argv)))
