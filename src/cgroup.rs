@@ -106,7 +106,26 @@ impl TurnCgroup {
     /// Removes the directory; fails while processes are in it.
     pub fn remove(self) -> std::io::Result<()> {
         // Our fds do not keep a cgroup from being removed.
-        fs::remove_dir(&self.dir)
+        remove_tree(&self.dir)
+    }
+}
+
+/// Removes the cgroup `dir` and the cgroups a turn's commands made in it
+/// (one running as root may: a container runtime, `systemd-run`), deepest
+/// first: a cgroup with children cannot be removed, and the daemon's own
+/// cgroup would then outlive it. Only directories are cgroups; the files in
+/// them go with their directory.
+pub(crate) fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    match fs::remove_dir(dir) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            for entry in fs::read_dir(dir)?.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&entry.path())?;
+                }
+            }
+            fs::remove_dir(dir)
+        }
+        other => other,
     }
 }
 

@@ -136,7 +136,7 @@ impl Containment {
     pub fn close(&self) {
         if let Some(pool) = &self.cgroups {
             pool.clear();
-            if let Err(e) = fs::remove_dir(pool.root()) {
+            if let Err(e) = crate::cgroup::remove_tree(pool.root()) {
                 tracing::warn!(cgroup = %pool.root().display(), error = %e, "cannot remove the daemon's cgroup");
             }
         }
@@ -360,14 +360,14 @@ fn clean_stale(parent: &Path) {
             for turn in turns.flatten().filter(|t| t.path().is_dir()) {
                 let _ = fs::write(turn.path().join("cgroup.kill"), b"1");
                 for _ in 0..100 {
-                    if fs::remove_dir(turn.path()).is_ok() {
+                    if crate::cgroup::remove_tree(&turn.path()).is_ok() {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
         }
-        let _ = fs::remove_dir(&dir);
+        let _ = crate::cgroup::remove_tree(&dir);
     }
 }
 

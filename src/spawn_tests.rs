@@ -317,6 +317,48 @@ fn an_empty_turn_cgroup_is_reused_unless_it_was_ever_killed() {
 }
 
 /// A turn that never reached `release` (its spawn failed, or it panicked):
+/// A turn's command (one running as root) may make cgroups inside the turn's:
+/// they go with it, and the daemon's cgroup with them at exit.
+#[test]
+fn cgroups_made_inside_a_turns_cgroup_are_removed_with_it() {
+    use crate::containment::{Containment, ContainmentMode};
+    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let containment = Containment::start(ContainmentMode::Auto).unwrap();
+    let Some(root) = containment.cgroup_root().map(Path::to_path_buf) else {
+        eprintln!("no writable cgroup2 hierarchy here: nothing to test");
+        return;
+    };
+    let mut turn = containment.turn();
+    let cgroup = turn.cgroup_fd();
+    let sleeper = spawn(
+        &mut program("/bin/sleep", &["60"], &[]),
+        cgroup.as_deref().map(AsRawFd::as_raw_fd),
+    )
+    .unwrap();
+    drop(cgroup);
+    turn.started(sleeper.pid);
+    let turn_dir = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("turn-")
+        })
+        .unwrap();
+    std::fs::create_dir_all(turn_dir.join("made-by-a-command/deeper")).unwrap();
+    drop(turn);
+    let _ = wait_blocking(&sleeper.pidfd);
+    assert!(
+        !turn_dir.exists(),
+        "the turn's cgroup and those inside it are gone"
+    );
+    containment.close();
+    assert!(!root.exists());
+}
+
 /// dropping its container kills what runs in its cgroup and waits for it, so
 /// that the cgroup is removed at once; one no process entered is kept.
 #[test]
