@@ -96,7 +96,11 @@ impl RunnerBuilder {
             .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // Out of our process group: a Ctrl-C at the terminal is ours to
+            // handle, not a shutdown of every run behind our back. If it ends
+            // us, the daemon sees its pipes close and stops its turns.
+            .process_group(0);
         for (key, value) in &self.envs {
             match value {
                 Some(value) => command.env(key, value),

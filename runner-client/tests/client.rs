@@ -309,6 +309,22 @@ async fn dropping_the_runner_stops_the_daemon_and_everything_of_its_turns() {
     assert!(turns.is_empty(), "{turns:?}");
 }
 
+/// A Ctrl-C at the terminal goes to the foreground process group: the
+/// daemon is not in ours, so the host decides what it means.
+#[tokio::test]
+async fn the_daemon_runs_in_a_process_group_of_its_own() {
+    let scratch = Scratch::new();
+    let runner = scratch.builder().spawn().unwrap();
+    let pid = runner.pid().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the `(comm)`: state, ppid, pgrp.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_eq!(fields[2], pid.to_string(), "{stat}");
+    // SAFETY: getpgrp has no preconditions.
+    assert_ne!(fields[2], unsafe { libc::getpgrp() }.to_string());
+    runner.shutdown().await.unwrap();
+}
+
 /// A caller's timeout around `shutdown` drops the runner mid-wait: the
 /// daemon must be stopped all the same, not left running its turns.
 #[tokio::test]
