@@ -373,18 +373,25 @@ fn clean_stale(parent: &Path) {
 
 /// How this daemon names what it leaves in places other daemons share (its
 /// cgroup, its turn dirs, its scratch dirs): `<pid>-p<inode of its PID
-/// namespace>`. A pid means nothing outside its namespace: a daemon in a
-/// container (pid 2 there) and one outside it, sharing a turn root or a
-/// cgroup parent, each saw the other's pid as dead and removed its live
-/// turns. Names with another namespace are left alone.
+/// namespace>-s<its start time>`. A pid means nothing outside its
+/// namespace: a daemon in a container (pid 2 there) and one outside it,
+/// sharing a turn root or a cgroup parent, each saw the other's pid as dead
+/// and removed its live turns. Names with another namespace are left alone.
+/// The start time (in clock ticks since boot, as `/proc/<pid>/stat` has it)
+/// tells a live daemon from a later process that reuses its pid, whatever
+/// either is called: a daemon run from a renamed binary was taken for dead.
 pub fn instance_tag() -> &'static str {
     static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TAG.get_or_init(|| {
         let pid = std::process::id();
-        match pid_namespace() {
-            Some(ns) => format!("{pid}-p{ns}"),
-            None => pid.to_string(),
+        let mut tag = pid.to_string();
+        if let Some(ns) = pid_namespace() {
+            tag.push_str(&format!("-p{ns}"));
         }
+        if let Some(start) = proc_stat(pid).and_then(|stat| stat.start) {
+            tag.push_str(&format!("-s{start}"));
+        }
+        tag
     })
 }
 
@@ -416,20 +423,33 @@ pub(crate) fn dead_runners_entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether a name's `<pid>[-p<ns>][-…]` is a dead daemon's of our namespace.
+/// Whether a name's `<pid>[-p<ns>][-s<start>][-…]` is a dead daemon's of
+/// our namespace.
 fn is_dead_runners(tag: &str) -> bool {
     let mut parts = tag.split('-');
     let Some(pid) = parts.next().and_then(|pid| pid.parse::<u32>().ok()) else {
         return false;
     };
-    let ns = parts
-        .next()
-        .and_then(|part| part.strip_prefix('p'))
-        .and_then(|ns| ns.parse::<u64>().ok());
+    let number = |part: Option<&str>, prefix: char| {
+        part.and_then(|p| p.strip_prefix(prefix))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let mut next = parts.next();
+    let ns = number(next, 'p');
+    if ns.is_some() {
+        next = parts.next();
+    }
     if ns.is_some() && ns != pid_namespace() {
         return false;
     }
-    pid != std::process::id() && !is_live_runner(pid)
+    match number(next, 's') {
+        // Dead unless a process with that pid and that start time runs.
+        Some(start) => {
+            !proc_stat(pid).is_some_and(|stat| !stat.is_dead() && stat.start == Some(start))
+        }
+        // An older daemon's name: a live process by that name.
+        None => pid != std::process::id() && !is_live_runner(pid),
+    }
 }
 
 /// Whether `pid` is a running codex-runner: not gone, not a zombie (a
@@ -483,6 +503,8 @@ pub struct ProcStat {
     pub state: Option<char>,
     /// Its parent's pid.
     pub ppid: Option<u32>,
+    /// When it started, in clock ticks since boot.
+    pub start: Option<u64>,
 }
 
 impl ProcStat {
@@ -505,7 +527,14 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     let mut fields = close.map(|i| stat[i + 1..].split_whitespace());
     let state = fields.as_mut().and_then(|f| f.next()?.chars().next());
     let ppid = fields.as_mut().and_then(|f| f.next()?.parse().ok());
-    Some(ProcStat { comm, state, ppid })
+    // Field 22; `fields` resumes at field 5.
+    let start = fields.as_mut().and_then(|f| f.nth(17)?.parse().ok());
+    Some(ProcStat {
+        comm,
+        state,
+        ppid,
+        start,
+    })
 }
 
 #[cfg(test)]
@@ -527,7 +556,32 @@ mod tests {
         // Another namespace's pid 1 may be a live daemon there.
         assert!(!is_dead_runners(&format!("1-p{}-0", ns + 1)));
         assert!(!is_dead_runners("x-0"));
-        assert!(instance_tag().starts_with(&format!("{own}-p{ns}")));
+        assert!(instance_tag().starts_with(&format!("{own}-p{ns}-s")));
+        assert!(!is_dead_runners(&format!("{}-0", instance_tag())), "ours");
+    }
+
+    /// Liveness by pid and start time, whatever the process is called:
+    /// before, a daemon run from a renamed binary was taken for dead and
+    /// other daemons removed its live turns.
+    #[test]
+    fn a_live_process_with_the_recorded_start_time_is_alive_whatever_its_name() {
+        let ns = pid_namespace().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = proc_stat(pid).unwrap().start.unwrap();
+        assert_ne!(
+            proc_stat(pid).unwrap().comm.as_deref(),
+            Some("codex-runner")
+        );
+        assert!(!is_dead_runners(&format!("{pid}-p{ns}-s{start}-3")));
+        // The same pid with another start time: a later process reusing it.
+        assert!(is_dead_runners(&format!("{pid}-p{ns}-s{}-3", start + 1)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(is_dead_runners(&format!("{pid}-p{ns}-s{start}-3")));
     }
 
     #[test]
