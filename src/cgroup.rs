@@ -82,6 +82,24 @@ impl TurnCgroup {
         self.dir_fd.clone()
     }
 
+    /// A kept cgroup is as it was given back: still there (its
+    /// `cgroup.events` readable), empty and not frozen. A process of the
+    /// same user (a turn running as root, say) could have removed it (a
+    /// turn's codex would then start outside any cgroup), frozen it (codex
+    /// would be born frozen, and the thread that starts every codex would
+    /// wait for it forever) or moved a process in.
+    fn still_fit(&self) -> bool {
+        let mut buf = [0u8; 128];
+        match self.events.read_at(&mut buf, 0) {
+            Ok(n) => {
+                let events = String::from_utf8_lossy(&buf[..n]);
+                let has = |line: &str| events.lines().any(|l| l == line);
+                has("populated 0") && !has("frozen 1")
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Whether any process is in the cgroup (or in one below it). An
     /// unreadable `cgroup.events` counts as populated.
     pub fn populated(&self) -> bool {
@@ -156,10 +174,19 @@ impl CgroupPool {
 
     /// An empty cgroup for a new turn.
     pub fn take(&self) -> std::io::Result<TurnCgroup> {
-        let idle = self.idle.lock().unwrap().pop();
-        match idle {
-            Some(cgroup) => Ok(cgroup),
-            None => TurnCgroup::create(self.new_path()),
+        loop {
+            let idle = self.idle.lock().unwrap().pop();
+            match idle {
+                Some(cgroup) if cgroup.still_fit() => return Ok(cgroup),
+                Some(unfit) => {
+                    tracing::warn!(cgroup = %unfit.path().display(), "a kept turn cgroup was changed while idle (removed, frozen or entered); not using it");
+                    let path = unfit.path().to_path_buf();
+                    if let Err(e) = unfit.remove() {
+                        tracing::warn!(cgroup = %path.display(), error = %e, "cannot remove the changed cgroup; leaving it");
+                    }
+                }
+                None => return TurnCgroup::create(self.new_path()),
+            }
         }
     }
 

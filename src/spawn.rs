@@ -500,16 +500,18 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             return fail(args);
         }
         if args.join_cgroup >= 0 {
-            // Best effort, as the turn still has its process group.
+            // A turn that is not in its cgroup would be stopped through its
+            // process group alone, and its cgroup read as empty while its
+            // commands run on: better no turn than an uncontained one.
             let procs = libc::openat(
                 args.join_cgroup,
                 c"cgroup.procs".as_ptr(),
                 libc::O_WRONLY | libc::O_CLOEXEC,
             );
-            if procs >= 0 {
-                libc::write(procs, b"0".as_ptr().cast(), 1);
-                libc::close(procs);
+            if procs < 0 || libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                return fail(args);
             }
+            libc::close(procs);
         }
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
             return fail(args);

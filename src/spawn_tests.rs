@@ -317,6 +317,80 @@ fn an_empty_turn_cgroup_is_reused_unless_it_was_ever_killed() {
 }
 
 /// A turn that never reached `release` (its spawn failed, or it panicked):
+/// A kept cgroup that something removed or froze while it was idle is not
+/// handed out again: before, a removed one let codex start outside any
+/// cgroup, and a frozen one left the spawning thread waiting forever.
+#[test]
+fn a_kept_cgroup_changed_while_idle_is_not_used() {
+    use crate::containment::{Containment, ContainmentMode};
+    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let containment = Containment::start(ContainmentMode::Auto).unwrap();
+    let Some(root) = containment.cgroup_root().map(Path::to_path_buf) else {
+        eprintln!("no writable cgroup2 hierarchy here: nothing to test");
+        return;
+    };
+    let kept = |containment: &Containment| {
+        drop(containment.turn());
+        assert_eq!(containment.idle_cgroups(), 1);
+        std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("turn-")
+            })
+            .unwrap()
+    };
+    // Removed: the next turn's codex still starts in a cgroup of its own.
+    let removed = kept(&containment);
+    std::fs::remove_dir(&removed).unwrap();
+    let mut turn = containment.turn();
+    let cgroup = turn.cgroup_fd().expect("a new cgroup");
+    let sleeper = spawn(
+        &mut program("/bin/sleep", &["60"], &[]),
+        Some(cgroup.as_raw_fd()),
+    )
+    .unwrap();
+    turn.started(sleeper.pid);
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", sleeper.pid)).unwrap();
+    let dir = std::fs::read_link(format!("/proc/self/fd/{}", cgroup.as_raw_fd())).unwrap();
+    assert_ne!(dir, removed);
+    let relative = dir
+        .to_string_lossy()
+        .rsplit_once("codex-runner-")
+        .unwrap()
+        .1
+        .to_owned();
+    assert!(
+        own.trim_end().ends_with(&relative),
+        "{own} for {}",
+        dir.display()
+    );
+    drop(cgroup);
+    drop(turn);
+    let _ = wait_blocking(&sleeper.pidfd);
+    // Frozen: thrown away, not handed out.
+    let frozen = kept(&containment);
+    std::fs::write(frozen.join("cgroup.freeze"), "1").unwrap();
+    let turn = containment.turn();
+    let dir = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        turn.cgroup_fd().unwrap().as_raw_fd()
+    ))
+    .unwrap();
+    assert_ne!(dir, frozen);
+    assert!(
+        !frozen.exists(),
+        "removed: an empty cgroup can go, frozen or not"
+    );
+    drop(turn);
+    containment.close();
+    assert!(!root.exists());
+}
+
 /// A turn's command (one running as root) may make cgroups inside the turn's:
 /// they go with it, and the daemon's cgroup with them at exit.
 #[test]
