@@ -240,6 +240,9 @@ fn run(cli: Cli) -> ExitCode {
     );
     containment.close();
     idle_homes.clear();
+    if let Some(root) = PRIVATE_TURN_ROOT.get() {
+        let _ = std::fs::remove_dir(root);
+    }
     codex_runner::db_template::stop_builds();
     // Children are gone; blocking stdin reads must not keep us alive.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -341,11 +344,14 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
         Err(e) => tracing::warn!("{e}; every run will fail until it is installed"),
     }
     let base_home = base_home(cli)?;
-    let turn_root = absolute(
-        &cli.turn_dir.clone().unwrap_or_else(default_turn_root),
-        "--turn-dir",
-    )?;
-    ensure_turn_root(&turn_root).map_err(|e| diag::chain(&e))?;
+    let turn_root = match &cli.turn_dir {
+        Some(dir) => {
+            let root = absolute(dir, "--turn-dir")?;
+            ensure_turn_root(&root).map_err(|e| diag::chain(&e))?;
+            root
+        }
+        None => usable_turn_root(&absolute(&default_turn_root(), "--turn-dir")?)?,
+    };
     codex_runner::codex_home::clean_stale(&turn_root);
     let seconds = |name: &str, value: f64| {
         if value.is_finite() && (0.0..=runner_protocol::MAX_SECONDS).contains(&value) {
@@ -376,6 +382,35 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
         containment: std::sync::Arc::new(Containment::start(cli.containment)?),
     })
 }
+
+/// `default`, or, if it cannot be ours (another user made it first: the
+/// name is predictable, in a directory anyone may write), a new private
+/// directory beside it, removed at exit.
+fn usable_turn_root(default: &Path) -> Result<PathBuf, String> {
+    let why = match ensure_turn_root(default) {
+        Ok(()) => return Ok(default.to_owned()),
+        Err(e) => diag::chain(&e),
+    };
+    let name = default.file_name().unwrap_or_default().to_string_lossy();
+    let parent = default.parent().unwrap_or(Path::new("/"));
+    let private = tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(parent)
+        .map_err(|e| {
+            format!(
+                "{why}; and no private turn dir could be made in {}: {e}",
+                parent.display()
+            )
+        })?
+        .keep();
+    tracing::warn!(default = %default.display(), turn_dir = %private.display(), "{why}: using a private turn dir for this daemon instead");
+    PRIVATE_TURN_ROOT.set(private.clone()).ok();
+    Ok(private)
+}
+
+/// The turn dir [`usable_turn_root`] made, to remove at exit.
+static PRIVATE_TURN_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 fn default_turn_root() -> PathBuf {
     // SAFETY: getuid has no preconditions.
@@ -468,5 +503,36 @@ fn ignored(signal: libc::c_int) -> bool {
         let mut old: libc::sigaction = std::mem::zeroed();
         libc::sigaction(signal, std::ptr::null(), &mut old) == 0
             && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another user can make the default turn dir first (its name is
+    /// predictable, in /dev/shm): before, the daemon then refused to start.
+    #[test]
+    fn a_default_turn_dir_that_is_not_ours_gives_way_to_a_private_one() {
+        let parent = tempfile::tempdir().unwrap();
+        let default = parent.path().join("codex-runner-test");
+        assert_eq!(usable_turn_root(&default).unwrap(), default, "made, ours");
+        // Not usable: a file where the directory should be, which, like a
+        // directory another user owns, can never be ours.
+        let taken = parent.path().join("codex-runner-taken");
+        std::fs::write(&taken, "").unwrap();
+        let private = usable_turn_root(&taken).unwrap();
+        assert_ne!(private, taken);
+        assert_eq!(private.parent(), Some(parent.path()));
+        assert!(private
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("codex-runner-taken-"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&private).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(PRIVATE_TURN_ROOT.get(), Some(&private));
     }
 }
