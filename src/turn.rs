@@ -204,6 +204,17 @@ async fn drive(
     let drain_sleep = sleep_until(far);
     tokio::pin!(timeout_sleep, kill_sleep, drain_sleep);
 
+    // SIGINT to codex now (its graceful stop), SIGKILL to every process of
+    // the turn once the grace period is over.
+    macro_rules! interrupt {
+        () => {{
+            container.note_descendants(pid);
+            child::interrupt(pid);
+            let at = tokio::time::Instant::now() + settings.kill_grace;
+            kill_at = Some(at);
+            kill_sleep.as_mut().reset(at);
+        }};
+    }
     // The dispatcher asked: stop (SIGINT, then SIGKILL after the grace
     // period), or kill now.
     macro_rules! on_stop {
@@ -231,11 +242,7 @@ async fn drive(
                 kill_at = None;
             } else if let (Some(reason), false) = (asked.reason, stopping) {
                 stop_reason = Some(reason);
-                container.note_descendants(pid);
-                child::interrupt(pid);
-                let at = tokio::time::Instant::now() + settings.kill_grace;
-                kill_at = Some(at);
-                kill_sleep.as_mut().reset(at);
+                interrupt!();
             }
         }};
     }
@@ -248,11 +255,7 @@ async fn drive(
         () => {{
             timed_out = true;
             let _ = ctx.notices.send(TurnNotice::TimedOut { id: id.to_owned() });
-            container.note_descendants(pid);
-            child::interrupt(pid);
-            let at = tokio::time::Instant::now() + settings.kill_grace;
-            kill_at = Some(at);
-            kill_sleep.as_mut().reset(at);
+            interrupt!();
         }};
     }
     macro_rules! on_kill {
@@ -301,11 +304,7 @@ async fn drive(
                         if !stdout_closed_stop && stop_reason.is_none() {
                             stdout_closed_stop = true;
                             stop_reason = Some(StopReason::Shutdown);
-                            container.note_descendants(pid);
-                            child::interrupt(pid);
-                            let at = tokio::time::Instant::now() + settings.kill_grace;
-                            kill_at = Some(at);
-                            kill_sleep.as_mut().reset(at);
+                            interrupt!();
                         }
                     }
                 }
