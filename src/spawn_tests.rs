@@ -316,164 +316,146 @@ fn an_empty_turn_cgroup_is_reused_unless_it_was_ever_killed() {
     assert_eq!(containment.idle_cgroups(), 0);
 }
 
-/// A turn that never reached `release` (its spawn failed, or it panicked):
+/// Runs `test` with this process's containment, if it has cgroups (one
+/// such test at a time); afterwards, the daemon's cgroup must be gone.
+fn with_cgroups(test: impl FnOnce(&crate::containment::Containment, &Path), skipped: &str) {
+    use crate::containment::{Containment, ContainmentMode};
+    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let containment = Containment::start(ContainmentMode::Auto).unwrap();
+    let Some(root) = containment.cgroup_root().map(Path::to_path_buf) else {
+        eprintln!("no writable cgroup2 hierarchy here: {skipped}");
+        return;
+    };
+    test(&containment, &root);
+    containment.close();
+    assert!(!root.exists());
+}
+
+/// The turn cgroups under the daemon's `root`.
+fn turn_cgroups(root: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("turn-")
+        })
+        .collect()
+}
+
+/// `sleep 60`, started in `turn`'s cgroup as a turn's codex is.
+fn sleeper_in(turn: &mut crate::containment::TurnContainer) -> Spawned {
+    let cgroup = turn.cgroup_fd();
+    let sleeper = spawn(
+        &mut program("/bin/sleep", &["60"], &[]),
+        cgroup.as_deref().map(AsRawFd::as_raw_fd),
+    )
+    .unwrap();
+    turn.started(sleeper.pid);
+    sleeper
+}
+
+/// The cgroup directory `turn` would start codex in.
+fn cgroup_dir(turn: &crate::containment::TurnContainer) -> std::path::PathBuf {
+    let fd = turn.cgroup_fd().expect("a turn cgroup");
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
+}
+
 /// A kept cgroup that something removed or froze while it was idle is not
 /// handed out again: before, a removed one let codex start outside any
 /// cgroup, and a frozen one left the spawning thread waiting forever.
 #[test]
 fn a_kept_cgroup_changed_while_idle_is_not_used() {
-    use crate::containment::{Containment, ContainmentMode};
-    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-    let containment = Containment::start(ContainmentMode::Auto).unwrap();
-    let Some(root) = containment.cgroup_root().map(Path::to_path_buf) else {
-        eprintln!("no writable cgroup2 hierarchy here: nothing to test");
-        return;
-    };
-    let kept = |containment: &Containment| {
-        drop(containment.turn());
-        assert_eq!(containment.idle_cgroups(), 1);
-        std::fs::read_dir(&root)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("turn-")
-            })
-            .unwrap()
-    };
-    // Removed: the next turn's codex still starts in a cgroup of its own.
-    let removed = kept(&containment);
-    std::fs::remove_dir(&removed).unwrap();
-    let mut turn = containment.turn();
-    let cgroup = turn.cgroup_fd().expect("a new cgroup");
-    let sleeper = spawn(
-        &mut program("/bin/sleep", &["60"], &[]),
-        Some(cgroup.as_raw_fd()),
-    )
-    .unwrap();
-    turn.started(sleeper.pid);
-    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", sleeper.pid)).unwrap();
-    let dir = std::fs::read_link(format!("/proc/self/fd/{}", cgroup.as_raw_fd())).unwrap();
-    assert_ne!(dir, removed);
-    let relative = dir
-        .to_string_lossy()
-        .rsplit_once("codex-runner-")
-        .unwrap()
-        .1
-        .to_owned();
-    assert!(
-        own.trim_end().ends_with(&relative),
-        "{own} for {}",
-        dir.display()
+    with_cgroups(
+        |containment, root| {
+            let kept = || {
+                drop(containment.turn());
+                assert_eq!(containment.idle_cgroups(), 1);
+                turn_cgroups(root).pop().unwrap()
+            };
+            // Removed: the next turn's codex still starts in a cgroup of its own.
+            let removed = kept();
+            std::fs::remove_dir(&removed).unwrap();
+            let mut turn = containment.turn();
+            let dir = cgroup_dir(&turn);
+            assert_ne!(dir, removed);
+            let sleeper = sleeper_in(&mut turn);
+            let own = std::fs::read_to_string(format!("/proc/{}/cgroup", sleeper.pid)).unwrap();
+            let relative = dir
+                .to_string_lossy()
+                .rsplit_once("codex-runner-")
+                .unwrap()
+                .1
+                .to_owned();
+            assert!(
+                own.trim_end().ends_with(&relative),
+                "{own} for {}",
+                dir.display()
+            );
+            drop(turn);
+            let _ = wait_blocking(&sleeper.pidfd);
+            // Frozen: thrown away, not handed out.
+            let frozen = kept();
+            std::fs::write(frozen.join("cgroup.freeze"), "1").unwrap();
+            let turn = containment.turn();
+            assert_ne!(cgroup_dir(&turn), frozen);
+            assert!(
+                !frozen.exists(),
+                "removed: an empty cgroup can go, frozen or not"
+            );
+        },
+        "nothing to test",
     );
-    drop(cgroup);
-    drop(turn);
-    let _ = wait_blocking(&sleeper.pidfd);
-    // Frozen: thrown away, not handed out.
-    let frozen = kept(&containment);
-    std::fs::write(frozen.join("cgroup.freeze"), "1").unwrap();
-    let turn = containment.turn();
-    let dir = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        turn.cgroup_fd().unwrap().as_raw_fd()
-    ))
-    .unwrap();
-    assert_ne!(dir, frozen);
-    assert!(
-        !frozen.exists(),
-        "removed: an empty cgroup can go, frozen or not"
-    );
-    drop(turn);
-    containment.close();
-    assert!(!root.exists());
 }
 
 /// A turn's command (one running as root) may make cgroups inside the turn's:
 /// they go with it, and the daemon's cgroup with them at exit.
 #[test]
 fn cgroups_made_inside_a_turns_cgroup_are_removed_with_it() {
-    use crate::containment::{Containment, ContainmentMode};
-    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-    let containment = Containment::start(ContainmentMode::Auto).unwrap();
-    let Some(root) = containment.cgroup_root().map(Path::to_path_buf) else {
-        eprintln!("no writable cgroup2 hierarchy here: nothing to test");
-        return;
-    };
-    let mut turn = containment.turn();
-    let cgroup = turn.cgroup_fd();
-    let sleeper = spawn(
-        &mut program("/bin/sleep", &["60"], &[]),
-        cgroup.as_deref().map(AsRawFd::as_raw_fd),
-    )
-    .unwrap();
-    drop(cgroup);
-    turn.started(sleeper.pid);
-    let turn_dir = std::fs::read_dir(&root)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("turn-")
-        })
-        .unwrap();
-    std::fs::create_dir_all(turn_dir.join("made-by-a-command/deeper")).unwrap();
-    drop(turn);
-    let _ = wait_blocking(&sleeper.pidfd);
-    assert!(
-        !turn_dir.exists(),
-        "the turn's cgroup and those inside it are gone"
+    with_cgroups(
+        |containment, _| {
+            let mut turn = containment.turn();
+            let sleeper = sleeper_in(&mut turn);
+            let turn_dir = cgroup_dir(&turn);
+            std::fs::create_dir_all(turn_dir.join("made-by-a-command/deeper")).unwrap();
+            drop(turn);
+            let _ = wait_blocking(&sleeper.pidfd);
+            assert!(
+                !turn_dir.exists(),
+                "the turn's cgroup and those inside it are gone"
+            );
+        },
+        "nothing to test",
     );
-    containment.close();
-    assert!(!root.exists());
 }
 
+/// A turn that never reached `release` (its spawn failed, or it panicked):
 /// dropping its container kills what runs in its cgroup and waits for it, so
 /// that the cgroup is removed at once; one no process entered is kept.
 #[test]
 fn a_dropped_turn_container_leaves_no_process_and_no_busy_cgroup() {
-    use crate::containment::{Containment, ContainmentMode};
-    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-    let containment = Containment::start(ContainmentMode::Auto).unwrap();
-    let Some(root) = containment.cgroup_root().map(Path::to_path_buf) else {
-        eprintln!("no writable cgroup2 hierarchy here: the process-group path is tested end to end (tests/suite/panics.rs)");
-        return;
-    };
-    // Unused: back to the pool.
-    drop(containment.turn());
-    assert_eq!(containment.idle_cgroups(), 1);
-    // In use: killed, waited for, removed.
-    let mut turn = containment.turn();
-    let cgroup = turn.cgroup_fd();
-    let sleeper = spawn(
-        &mut program("/bin/sleep", &["60"], &[]),
-        cgroup.as_deref().map(AsRawFd::as_raw_fd),
-    )
-    .unwrap();
-    drop(cgroup);
-    turn.started(sleeper.pid);
-    drop(turn);
-    let turn_cgroups = || {
-        std::fs::read_dir(&root)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("turn-"))
-            .count()
-    };
-    // That was the kept one, taken again: killed, it went as the drop
-    // returned, and is not kept.
-    assert_eq!(turn_cgroups(), 0);
-    assert_eq!(containment.idle_cgroups(), 0);
-    let status = wait_blocking(&sleeper.pidfd);
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
+    with_cgroups(
+        |containment, root| {
+            // Unused: back to the pool.
+            drop(containment.turn());
+            assert_eq!(containment.idle_cgroups(), 1);
+            // In use: killed, waited for, removed.
+            let mut turn = containment.turn();
+            let sleeper = sleeper_in(&mut turn);
+            drop(turn);
+            // That was the kept one, taken again: killed, it went as the
+            // drop returned, and is not kept.
+            assert_eq!(turn_cgroups(root), Vec::<std::path::PathBuf>::new());
+            assert_eq!(containment.idle_cgroups(), 0);
+            let status = wait_blocking(&sleeper.pidfd);
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(libc::SIGKILL)
+            );
+        },
+        "the process-group path is tested end to end (tests/suite/panics.rs)",
     );
-    containment.close();
-    assert!(!root.exists());
 }

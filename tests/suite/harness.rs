@@ -435,6 +435,17 @@ impl Daemon {
         }
     }
 
+    /// Runs the fake codex's `scenario` as run `id`, and waits until its
+    /// turn has started.
+    pub async fn run_started(&mut self, id: &str, scenario: &str) {
+        self.run(
+            id,
+            json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": scenario}}),
+        )
+        .await;
+        self.wait_turn_started(id).await;
+    }
+
     /// Reads until run `id` prints `turn.started` (its codex is up and past
     /// thread creation), keeping other lines for later.
     pub async fn wait_turn_started(&mut self, id: &str) -> Value {

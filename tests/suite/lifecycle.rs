@@ -237,12 +237,7 @@ async fn while_shutting_down_every_line_is_still_answered() {
         .arg("1")
         .start()
         .await;
-    d.run(
-        "stubborn",
-        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang_ignore_sigint"}}),
-    )
-    .await;
-    d.wait_turn_started("stubborn").await;
+    d.run_started("stubborn", "hang_ignore_sigint").await;
     d.run("queued", json!({"prompt": "x", "resume": "thread-q"}))
         .await;
     // The run is queued before the signal comes.
@@ -307,12 +302,7 @@ async fn sighup_stops_the_daemon_as_sigterm_does_unless_it_was_ignored() {
         .arg("0.5")
         .start()
         .await;
-    d.run(
-        "t",
-        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
-    )
-    .await;
-    d.wait_turn_started("t").await;
+    d.run_started("t", "hang").await;
     d.signal(libc::SIGHUP);
     let (runs, _) = d.collect(&["t"]).await;
     assert_eq!(runs["t"].code(), Some("shutdown"), "{}", runs["t"].end);
@@ -322,12 +312,7 @@ async fn sighup_stops_the_daemon_as_sigterm_does_unless_it_was_ignored() {
     // Started under nohup: SIGHUP stays ignored (the kernel drops it), and
     // the runs go on.
     let mut d = Daemon::builder().ignore_signal(libc::SIGHUP).start().await;
-    d.run(
-        "h",
-        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
-    )
-    .await;
-    d.wait_turn_started("h").await;
+    d.run_started("h", "hang").await;
     assert!(in_mask(d.pid(), "SigIgn", libc::SIGHUP));
     d.signal(libc::SIGHUP);
     assert!(in_mask(d.pid(), "SigIgn", libc::SIGHUP));
@@ -551,12 +536,7 @@ async fn a_closed_stdout_stops_everything_cleanly() {
 #[tokio::test]
 async fn a_dead_orchestrator_stops_the_daemon_while_its_turns_are_silent() {
     let mut d = Daemon::start().await;
-    d.run(
-        "silent",
-        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
-    )
-    .await;
-    d.wait_turn_started("silent").await;
+    d.run_started("silent", "hang").await;
     drop(d.take_stdin());
     close_stdout_and_expect_a_clean_stop(&mut d, "silent").await;
 }

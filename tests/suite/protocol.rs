@@ -298,12 +298,7 @@ async fn cancel_stops_a_running_turn_and_a_queued_one() {
         .arg("1")
         .start()
         .await;
-    d.run(
-        "running",
-        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang"}}),
-    )
-    .await;
-    d.wait_turn_started("running").await;
+    d.run_started("running", "hang").await;
     d.run("queued", json!({"prompt": "x"})).await;
     d.cancel("queued").await;
     let queued = d.collect_one("queued").await;
@@ -334,12 +329,7 @@ async fn sigint_ignoring_codex_is_killed_after_the_grace_period() {
         .arg("0.2")
         .start()
         .await;
-    d.run(
-        "stubborn",
-        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang_ignore_sigint"}}),
-    )
-    .await;
-    d.wait_turn_started("stubborn").await;
+    d.run_started("stubborn", "hang_ignore_sigint").await;
     d.cancel("stubborn").await;
     let run = d.collect_one("stubborn").await;
     assert_eq!(run.code(), Some("cancelled"));
