@@ -386,6 +386,19 @@ impl Daemon {
         poll.revents & libc::POLLOUT == 0
     }
 
+    /// Waits until stdout's pipe is full, as it becomes when nothing reads
+    /// it while a run prints (polled: nothing signals it).
+    pub async fn wait_stdout_pipe_full(&mut self) {
+        let full = async {
+            while !self.stdout_pipe_full() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(READ_TIMEOUT, full)
+            .await
+            .expect("stdout's pipe fills up");
+    }
+
     /// Hands stdin to the caller (to write from another task while this
     /// one reads).
     pub fn take_stdin(&mut self) -> ChildStdin {

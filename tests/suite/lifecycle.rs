@@ -547,20 +547,9 @@ async fn a_dead_orchestrator_stops_the_daemon_while_its_turns_are_silent() {
 #[tokio::test]
 async fn a_stdout_closed_while_full_stops_everything_cleanly() {
     let mut d = Daemon::start().await;
-    d.run(
-        "flood",
-        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "slow", "FAKE_CODEX_EVENTS": "1000000", "FAKE_CODEX_DELAY_MS": "0", "FAKE_CODEX_PAYLOAD": "1000"}}),
-    )
-    .await;
-    // Nothing is read: the pipe fills. Polled, as nothing signals it.
-    let full = async {
-        while !d.stdout_pipe_full() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(READ_TIMEOUT, full)
-        .await
-        .expect("stdout's pipe fills up");
+    d.run("flood", flood()).await;
+    // Nothing is read: the pipe fills.
+    d.wait_stdout_pipe_full().await;
     close_stdout_and_expect_a_clean_stop(&mut d, "flood").await;
 }
 
@@ -574,24 +563,12 @@ async fn with_stdout_unread_cancel_and_timeouts_still_stop_codex() {
         .arg("60")
         .start()
         .await;
-    let flood = |timeout: Option<f64>| {
-        let mut params = json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "slow", "FAKE_CODEX_EVENTS": "1000000", "FAKE_CODEX_DELAY_MS": "0", "FAKE_CODEX_PAYLOAD": "1000"}});
-        if let Some(secs) = timeout {
-            params["timeout_secs"] = json!(secs);
-        }
-        params
-    };
-    d.run("cancelled", flood(None)).await;
-    d.run("timed", flood(Some(0.5))).await;
-    // Nothing is read: the pipe fills. Polled, as nothing signals it.
-    let full = async {
-        while !d.stdout_pipe_full() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(READ_TIMEOUT, full)
-        .await
-        .expect("stdout's pipe fills up");
+    d.run("cancelled", flood()).await;
+    let mut timed = flood();
+    timed["timeout_secs"] = json!(0.5);
+    d.run("timed", timed).await;
+    // Nothing is read: the pipe fills.
+    d.wait_stdout_pipe_full().await;
     d.cancel("cancelled").await;
     // The fake codex dies of SIGINT: no grace period is waited out.
     for id in ["cancelled", "timed"] {
@@ -612,6 +589,11 @@ async fn with_stdout_unread_cancel_and_timeouts_still_stop_codex() {
         runs["timed"].end
     );
     d.assert_clean_exit().await;
+}
+
+/// Params of a run whose codex prints a million 1 KB lines as fast as it can.
+fn flood() -> Value {
+    json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "slow", "FAKE_CODEX_EVENTS": "1000000", "FAKE_CODEX_DELAY_MS": "0", "FAKE_CODEX_PAYLOAD": "1000"}})
 }
 
 /// Closes the daemon's stdout while run `id` runs: the daemon exits 1, with
