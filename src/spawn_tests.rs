@@ -294,12 +294,7 @@ fn an_empty_turn_cgroup_is_reused_unless_it_was_ever_killed() {
     assert_eq!(cgroup_of_a_child(&second).0, first_path);
     // A killed one is removed, not kept: on Linux 6.14+ a process cloned
     // into a once-killed cgroup is SIGKILLed at birth.
-    let cgroup = second.cgroup_fd();
-    let sleeper = spawn(
-        &mut program("/bin/sleep", &["60"], &[]),
-        cgroup.as_deref().map(AsRawFd::as_raw_fd),
-    )
-    .unwrap();
+    let sleeper = sleeper_in(&mut second);
     second.kill_all(sleeper.pid);
     let status = wait_blocking(&sleeper.pidfd);
     assert_eq!(

@@ -17,6 +17,16 @@ async fn wait_started(stream: &mut RunStream) {
     }
 }
 
+/// A run whose fake codex hangs until stopped, once its thread has started.
+async fn hanging_run(runner: &codex_runner_client::Runner, id: &str, prompt: &str) -> RunStream {
+    let mut run = runner
+        .run(id, params(prompt, &[("FAKE_CODEX_SCENARIO", "hang")]))
+        .await
+        .unwrap();
+    wait_started(&mut run).await;
+    run
+}
+
 const SLOW: &[(&str, &str)] = &[
     ("FAKE_CODEX_SCENARIO", "slow"),
     ("FAKE_CODEX_EVENTS", "5"),
@@ -109,11 +119,7 @@ async fn every_item_type_arrives_typed_including_web_search() {
 async fn cancel_stops_a_hanging_run() {
     let scratch = Scratch::new();
     let runner = scratch.builder().spawn().unwrap();
-    let mut run = runner
-        .run("h", params("wait", &[("FAKE_CODEX_SCENARIO", "hang")]))
-        .await
-        .unwrap();
-    wait_started(&mut run).await;
+    let run = hanging_run(&runner, "h", "wait").await;
     runner.cancel("h").await.unwrap();
     let end = within("cancelled end", run.collect()).await.unwrap().end;
     assert_eq!(end.status, EndStatus::Error);
@@ -163,11 +169,7 @@ async fn a_failed_turn_ends_with_its_error() {
 async fn a_pending_id_cannot_be_reused_and_a_rejected_request_fails_its_stream() {
     let scratch = Scratch::new();
     let runner = scratch.builder().spawn().unwrap();
-    let mut first = runner
-        .run("d", params("wait", &[("FAKE_CODEX_SCENARIO", "hang")]))
-        .await
-        .unwrap();
-    wait_started(&mut first).await;
+    let first = hanging_run(&runner, "d", "wait").await;
     let again = runner.run("d", params("again", &[])).await;
     assert!(
         matches!(&again, Err(ClientError::DuplicateId(id)) if id == "d"),
@@ -210,8 +212,7 @@ async fn the_daemon_dying_fails_pending_runs_and_later_requests() {
     let scratch = Scratch::new();
     let runner = scratch.builder().spawn().unwrap();
     let hang = [("FAKE_CODEX_SCENARIO", "hang")];
-    let mut started = runner.run("k1", params("x", &hang)).await.unwrap();
-    wait_started(&mut started).await;
+    let started = hanging_run(&runner, "k1", "x").await;
     let queued = runner.run("k2", params("y", &hang)).await.unwrap();
 
     let pid = runner.pid().unwrap().to_string();
@@ -331,11 +332,7 @@ async fn the_daemon_runs_in_a_process_group_of_its_own() {
 async fn a_shutdown_given_up_on_still_stops_the_daemon() {
     let scratch = Scratch::new();
     let runner = scratch.builder().spawn().unwrap();
-    let mut run = runner
-        .run("x", params("x", &[("FAKE_CODEX_SCENARIO", "hang")]))
-        .await
-        .unwrap();
-    wait_started(&mut run).await;
+    let _run = hanging_run(&runner, "x", "x").await;
     let pid = runner.pid().unwrap();
     let gave_up =
         tokio::time::timeout(std::time::Duration::from_millis(200), runner.shutdown()).await;
