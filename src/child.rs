@@ -39,6 +39,11 @@ pub enum SpawnError {
     /// The spawner thread is gone: a bug of the daemon, not the executable's.
     #[error("cannot start codex: the codex spawner thread failed (an internal error; the daemon is stopping)")]
     SpawnerGone,
+    /// A step before `execve` failed (the process group, the cgroup, the
+    /// parent-death signal, the standard streams): the executable was never
+    /// tried.
+    #[error("cannot start codex")]
+    Setup(#[source] crate::spawn::SetupFailed),
     /// The executable exists but cannot be run.
     #[error("codex executable is not runnable: {path}")]
     NotRunnable {
@@ -114,6 +119,16 @@ pub async fn spawn(
         let spawner_gone = source
             .get_ref()
             .is_some_and(|inner| inner.is::<crate::spawner::SpawnerGone>());
+        if source
+            .get_ref()
+            .is_some_and(|inner| inner.is::<crate::spawn::SetupFailed>())
+        {
+            let setup = source
+                .into_inner()
+                .and_then(|inner| inner.downcast::<crate::spawn::SetupFailed>().ok())
+                .expect("checked just above");
+            return SpawnError::Setup(*setup);
+        }
         match source.raw_os_error() {
             _ if spawner_gone => SpawnError::SpawnerGone,
             _ if source.kind() == std::io::ErrorKind::NotFound => SpawnError::NotFound(path),

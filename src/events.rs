@@ -62,6 +62,7 @@ pub struct TurnState {
     non_json_lines: u64,
     too_long: Option<usize>,
     io_error: Option<String>,
+    wait_error: Option<String>,
 }
 
 impl TurnState {
@@ -141,20 +142,27 @@ impl TurnState {
         self.io_error.get_or_insert(error);
     }
 
+    /// Records that codex's exit status could not be learned.
+    pub fn wait_failed(&mut self, error: String) {
+        self.wait_error.get_or_insert(error);
+    }
+
     /// Decides the `end`. Precedence: a stop we caused, then what codex said
     /// (`turn.failed`), then how it exited, then our own output limits.
+    /// `exit` is `None` when waiting for codex failed: the end then says
+    /// so rather than report an exit code nobody saw.
     pub fn into_end(
         self,
         id: &str,
-        exit: ExitStatus,
+        exit: Option<ExitStatus>,
         stop: Option<StopReason>,
         timed_out: Option<Duration>,
         stderr_tail: &[String],
         redactor: &Redactor,
     ) -> End {
         use std::os::unix::process::ExitStatusExt;
-        let exit_code = exit.code();
-        let signal = exit.signal();
+        let exit_code = exit.and_then(|e| e.code());
+        let signal = exit.and_then(|e| e.signal());
         let usage = self
             .usage
             .as_ref()
@@ -196,6 +204,13 @@ impl TurnState {
         if let Some(message) = &self.turn_failed {
             return fail(codes::END_TURN_FAILED, message.clone());
         }
+        let Some(exit) = exit else {
+            let error = self.wait_error.as_deref().unwrap_or("no status");
+            return fail(
+                codes::END_IO_ERROR,
+                format!("waiting for codex to exit failed: {error}"),
+            );
+        };
         if !exit.success() {
             let how = match (exit_code, signal) {
                 (Some(code), _) => format!("codex exited with status {code}"),

@@ -11,7 +11,7 @@ fn end_of(lines: &[&str], status: ExitStatus, tail: &[&str]) -> End {
         state.observe(line.as_bytes());
     }
     let tail: Vec<String> = tail.iter().map(|s| s.to_string()).collect();
-    state.into_end("r", status, None, None, &tail, &Redactor::default())
+    state.into_end("r", Some(status), None, None, &tail, &Redactor::default())
 }
 
 #[test]
@@ -110,7 +110,7 @@ fn stops_win_and_messages_are_redacted() {
     let state = TurnState::default();
     let end = state.into_end(
         "r",
-        exit(1),
+        Some(exit(1)),
         Some(StopReason::Cancelled),
         None,
         &[],
@@ -121,7 +121,7 @@ fn stops_win_and_messages_are_redacted() {
     let state = TurnState::default();
     let end = state.into_end(
         "r",
-        exit(1),
+        Some(exit(1)),
         None,
         Some(Duration::from_millis(1500)),
         &[],
@@ -144,7 +144,7 @@ fn stops_win_and_messages_are_redacted() {
     state.observe(br#"{"type":"turn.failed","error":{"message":"bad token hunter22"}}"#);
     let end = state.into_end(
         "r",
-        exit(1),
+        Some(exit(1)),
         None,
         None,
         &[],
@@ -154,10 +154,26 @@ fn stops_win_and_messages_are_redacted() {
 }
 
 #[test]
+fn a_failed_wait_reports_no_exit_code() {
+    let mut state = TurnState::default();
+    state.observe(br#"{"type":"turn.completed","usage":{"input_tokens":1}}"#);
+    state.wait_failed("No child processes (os error 10)".into());
+    let end = state.into_end("r", None, None, None, &[], &Redactor::default());
+    assert_eq!(end.status, EndStatus::Error);
+    assert_eq!(end.code.as_deref(), Some(codes::END_IO_ERROR));
+    assert_eq!(end.exit_code, None);
+    assert_eq!(end.signal, None);
+    assert_eq!(
+        end.error.as_deref(),
+        Some("waiting for codex to exit failed: No child processes (os error 10)")
+    );
+}
+
+#[test]
 fn over_long_lines_fail_an_otherwise_ok_run() {
     let mut state = TurnState::default();
     state.too_long(99);
-    let end = state.into_end("r", exit(0), None, None, &[], &Redactor::default());
+    let end = state.into_end("r", Some(exit(0)), None, None, &[], &Redactor::default());
     assert_eq!(end.code.as_deref(), Some(codes::END_PROTOCOL_ERROR));
 }
 

@@ -260,6 +260,42 @@ struct ChildArgs {
     parent: libc::pid_t,
     /// Set by the child: the errno of the step that failed.
     errno: c_int,
+    /// Set by the child: which step failed, one of the `STEP_*` numbers.
+    step: c_int,
+}
+
+/// The child's steps before `execve`, named for the parent's error.
+const STEP_EXEC: c_int = 0;
+const STEP_PROCESS_GROUP: c_int = 1;
+const STEP_CGROUP: c_int = 2;
+const STEP_PARENT_DEATH_SIGNAL: c_int = 3;
+const STEP_STREAMS: c_int = 4;
+
+/// A step before `execve` failed in the child: the executable was never
+/// tried, so its path is not what to blame.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} failed")]
+pub struct SetupFailed {
+    /// What the child was doing, in words.
+    pub step: &'static str,
+    /// The system's error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// The error for the child's failed `step` with `errno`: the bare OS error
+/// for `execve`, which the caller tells apart by kind (not found, not
+/// runnable, too large), else a [`SetupFailed`] in an error of the same kind.
+fn child_error(step: c_int, errno: c_int) -> io::Error {
+    let source = io::Error::from_raw_os_error(errno);
+    let step = match step {
+        STEP_PROCESS_GROUP => "putting codex in a process group of its own",
+        STEP_CGROUP => "moving codex into the turn's cgroup",
+        STEP_PARENT_DEATH_SIGNAL => "arming codex's parent-death signal",
+        STEP_STREAMS => "attaching codex's standard streams",
+        _ => return source,
+    };
+    io::Error::new(source.kind(), SetupFailed { step, source })
 }
 
 /// Starts `program` in a new process group, with its three standard streams
@@ -313,6 +349,7 @@ fn spawn_with(
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         errno: 0,
+        step: STEP_EXEC,
     };
     let (pid, pidfd, born_in_cgroup) = Stack::with_ours(|stack| {
         let _blocked = BlockSignals::new();
@@ -323,7 +360,7 @@ fn spawn_with(
     if args.errno != 0 {
         // The child exited without exec: reap it so it is not left a zombie.
         let _ = reap(&pidfd, Wait::Block);
-        return Err(io::Error::from_raw_os_error(args.errno));
+        return Err(child_error(args.step, args.errno));
     }
     Ok(Spawned {
         pid,
@@ -497,7 +534,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     unsafe {
         reset_signal_handlers();
         if libc::setpgid(0, 0) != 0 {
-            return fail(args);
+            return fail(args, STEP_PROCESS_GROUP);
         }
         if args.join_cgroup >= 0 {
             // A turn that is not in its cgroup would be stopped through its
@@ -509,12 +546,12 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 libc::O_WRONLY | libc::O_CLOEXEC,
             );
             if procs < 0 || libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
-                return fail(args);
+                return fail(args, STEP_CGROUP);
             }
             libc::close(procs);
         }
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-            return fail(args);
+            return fail(args, STEP_PARENT_DEATH_SIGNAL);
         }
         if libc::getppid() != args.parent {
             // The daemon died before the parent-death signal was armed.
@@ -522,7 +559,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         }
         for (fd, target) in [(args.stdin, 0), (args.stdout, 1), (args.stderr, 2)] {
             if libc::dup2(fd, target) < 0 {
-                return fail(args);
+                return fail(args, STEP_STREAMS);
             }
         }
         if let Some(limit) = &args.nofile {
@@ -533,7 +570,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(args.path, args.argv, args.envp);
-        fail(args)
+        fail(args, STEP_EXEC)
     }
 }
 
@@ -541,8 +578,9 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
 ///
 /// # Safety
 /// Only in the child.
-unsafe fn fail(args: &mut ChildArgs) -> c_int {
+unsafe fn fail(args: &mut ChildArgs, step: c_int) -> c_int {
     args.errno = *libc::__errno_location();
+    args.step = step;
     if args.errno == 0 {
         args.errno = libc::EIO;
     }

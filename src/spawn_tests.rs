@@ -216,6 +216,34 @@ fn an_exec_failure_is_an_error_with_its_errno() {
 }
 
 #[test]
+fn a_failure_before_exec_names_its_step_not_the_executable() {
+    // A directory that is no cgroup: clone3 cannot start the child in it,
+    // and the child's write to its `cgroup.procs` fails with ENOENT, which
+    // must not read as "codex executable not found".
+    let not_a_cgroup = tempfile::tempdir().unwrap();
+    let dir = std::fs::File::open(not_a_cgroup.path()).unwrap();
+    for syscall in both_syscalls() {
+        let mut p = program("/bin/true", &[], &[]);
+        let err = spawn_with(&mut p, Some(dir.as_raw_fd()), syscall).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{syscall:?}: {err}");
+        let setup = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<SetupFailed>())
+            .unwrap_or_else(|| panic!("{syscall:?}: {err:?} names no step"));
+        assert_eq!(setup.step, "moving codex into the turn's cgroup");
+        assert_eq!(setup.source.raw_os_error(), Some(libc::ENOENT));
+        let wire = crate::diag::chain(&crate::child::SpawnError::Setup(SetupFailed {
+            step: setup.step,
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        }));
+        assert_eq!(
+            wire,
+            "cannot start codex: moving codex into the turn's cgroup failed: No such file or directory (os error 2)"
+        );
+    }
+}
+
+#[test]
 fn a_nul_byte_is_refused_before_anything_starts() {
     let err = Program::new(Path::new("/bin/true"), ["a\0b".into()], [])
         .err()

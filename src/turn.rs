@@ -192,6 +192,8 @@ async fn drive(
     let mut kill_at: Option<tokio::time::Instant> = None;
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut stdout_done = false;
+    // Set once codex is reaped; its status stays `None` if the wait failed.
+    let mut reaped = false;
     let mut exit: Option<std::process::ExitStatus> = None;
     let mut stdout_closed_stop = false;
     let mut stop_closed = false;
@@ -248,7 +250,7 @@ async fn drive(
     }
     macro_rules! timeout_due {
         () => {
-            timeout_at.is_some() && stop_reason.is_none() && !timed_out && exit.is_none()
+            timeout_at.is_some() && stop_reason.is_none() && !timed_out && !reaped
         };
     }
     macro_rules! on_timeout {
@@ -291,7 +293,7 @@ async fn drive(
                                 tokio::select! {
                                     biased;
                                     sent = &mut send => break sent,
-                                    changed = stop.changed(), if exit.is_none() && !stop_closed => on_stop!(changed),
+                                    changed = stop.changed(), if !reaped && !stop_closed => on_stop!(changed),
                                     _ = &mut timeout_sleep, if timeout_due!() => on_timeout!(),
                                     _ = &mut kill_sleep, if kill_at.is_some() => on_kill!(),
                                 }
@@ -350,11 +352,11 @@ async fn drive(
         }};
     }
 
-    while !(stdout_done && exit.is_some()) {
+    while !(stdout_done && reaped) {
         tokio::select! {
             biased;
-            changed = stop.changed(), if !stop_closed && (exit.is_none() || !stdout_done) => {
-                if exit.is_none() {
+            changed = stop.changed(), if !stop_closed && (!reaped || !stdout_done) => {
+                if !reaped {
                     on_stop!(changed);
                 } else {
                     // Nothing is left to stop after the exit, but a stop (a
@@ -387,13 +389,11 @@ async fn drive(
                     stdout_done = true;
                 }
             },
-            status = proc.wait(), if exit.is_none() => {
+            status = proc.wait(), if !reaped => {
+                reaped = true;
                 match status {
                     Ok(status) => exit = Some(status),
-                    Err(e) => {
-                        state.io_error(e.to_string());
-                        exit = Some(std::os::unix::process::ExitStatusExt::from_raw(0));
-                    }
+                    Err(e) => state.wait_failed(e.to_string()),
                 }
                 kill_at = None;
                 // Whatever codex left behind (background commands, servers)
@@ -435,7 +435,7 @@ async fn drive(
     let stderr_tail = stderr.into_tail();
     let end = state.into_end(
         id,
-        exit.expect("loop ends with an exit status"),
+        exit,
         stop_reason,
         timed_out.then_some(timeout.unwrap_or_default()),
         &stderr_tail,

@@ -306,14 +306,9 @@ fn finish(mut turn: Turn, home: &HomeSettings, rt: &tokio::runtime::Runtime, out
     container.kill_after_exit(turn.pid);
     let nothing_left = rt.block_on(container.release());
     times::charge("containment");
-    let end = turn.state.into_end(
-        &turn.id,
-        turn.exit.expect("exited"),
-        None,
-        None,
-        &[],
-        &turn.redactor,
-    );
+    let end = turn
+        .state
+        .into_end(&turn.id, turn.exit, None, None, &[], &turn.redactor);
     out.extend_from_slice(&codex_runner::writer::encode(&OutputLine::End(end)));
     times::charge("end");
     let turn_home = turn.home.take().expect("a home");
