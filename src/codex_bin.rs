@@ -55,9 +55,12 @@ impl CodexBin {
         let found = std::path::absolute(&found).unwrap_or(found);
         let real = std::fs::canonicalize(&found).unwrap_or_else(|_| found.clone());
         if !is_node_script(&real) {
+            // The native binary named directly: its package's `pathDir`
+            // (with `rg`) goes on PATH all the same.
+            let path_prepend = package_path_dir(&real);
             return Ok(CodexBin {
                 program: found,
-                path_prepend: None,
+                path_prepend,
                 launcher: None,
             });
         }
@@ -159,6 +162,15 @@ fn resolve_launcher(launcher: &Path) -> Result<CodexBin, ResolveError> {
     })
 }
 
+/// The `pathDir` of the npm package whose `codex-package.json` names
+/// `native` (`<vendor>/bin/codex`) as its entrypoint, if any.
+fn package_path_dir(native: &Path) -> Option<PathBuf> {
+    let vendor = native.parent()?.parent()?;
+    let bin = from_vendor_dir(vendor, native)?;
+    let same = std::fs::canonicalize(&bin.program).ok()? == native;
+    same.then_some(bin.path_prepend).flatten()
+}
+
 /// Reads `codex-package.json` (layout v1) or falls back to the older
 /// `codex/codex` + `path/` layout.
 fn from_vendor_dir(vendor: &Path, launcher: &Path) -> Option<CodexBin> {
@@ -228,6 +240,12 @@ mod tests {
         assert_eq!(bin.program, vendor.join("bin/codex"));
         assert_eq!(bin.path_prepend, Some(vendor.join("codex-path")));
         assert!(bin.launcher.is_some());
+
+        // The native binary named directly gets its package's PATH dir too.
+        let direct = CodexBin::resolve(&vendor.join("bin/codex")).unwrap();
+        assert_eq!(direct.program, vendor.join("bin/codex"));
+        assert_eq!(direct.path_prepend, Some(vendor.join("codex-path")));
+        assert_eq!(direct.launcher, None);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! link), `sessions/` and `thread-writer-locks/` (so a thread started in one
 //! turn can be resumed in the next, and two homes never write one rollout at
 //! once), profile files `*.config.toml` (`--profile`), the user's
-//! instructions, prompts, rules and skills, `.env` and `installation_id`.
+//! instructions, prompts, rules and skills, `.env`, `installation_id`, the
+//! MCP OAuth tokens (`.credentials.json`) and `hooks.json`.
 //! Never SQLite files: SQLite puts its -wal/-shm next to the path it opened,
 //! so a linked database would be shared unsafely; codex falls back to a file
 //! search under `sessions/` for resume.
@@ -58,6 +59,9 @@ const LINKED: &[&str] = &[
     "skills",
     ".env",
     "installation_id",
+    // MCP OAuth tokens from `codex mcp login`, where no keyring is.
+    ".credentials.json",
+    "hooks.json",
 ];
 
 /// Base-home directories created if missing: resume only works if the

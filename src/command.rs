@@ -11,7 +11,10 @@ use runner_protocol::{RunParams, SandboxMode};
 
 use crate::codex_bin::CodexBin;
 
-/// Env var naming the run, for hooks, MCP servers and test doubles.
+/// Env var naming the run, for hooks, the commands the model runs and test
+/// doubles. A stdio MCP server gets only the variables codex passes it (its
+/// `env`, `env_vars` and a fixed few): it sees this one only if listed in
+/// its `env_vars`; an HTTP server gets the run id as a header instead.
 pub const RUN_ID_ENV: &str = "CODEX_RUNNER_RUN_ID";
 /// Env var of the existing protocol carrying `agent_instance_hierarchy`.
 pub const HIERARCHY_ENV: &str = "OBJECTIVEAI_AGENT_INSTANCE_HIERARCHY";

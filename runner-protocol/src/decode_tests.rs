@@ -215,7 +215,7 @@ fn an_id_codex_could_not_be_given_ends_its_run() {
 fn a_resume_id_with_a_control_character_is_refused() {
     let e = invalid(r#"{"type":"run","id":"r","params":{"prompt":"x","resume":"t\r\nX-Evil: 1"}}"#);
     assert_eq!(e.field, "params.resume");
-    assert!(e.message.contains("header"), "{}", e.message);
+    assert!(e.message.contains("not a thread id"), "{}", e.message);
 }
 
 #[test]
@@ -250,4 +250,17 @@ fn a_byte_order_mark_is_named() {
     let r = rejected("\u{feff}{\"type\":\"status\"}");
     assert_eq!(r.code, codes::REJECT_MALFORMED_JSON);
     assert!(r.message.contains("byte order mark"), "{}", r.message);
+}
+
+#[test]
+fn an_image_path_with_a_comma_is_refused_as_codex_would_split_it() {
+    let e = invalid(
+        r#"{"type":"run","id":"r","params":{"input":{"content":[{"type":"text","text":"x"},{"type":"local_image","path":"/up/a.png"},{"type":"local_image","path":"/up/a,b.png"}]}}}"#,
+    );
+    assert_eq!(e.field, "params.input.content[image 1].path");
+    assert!(
+        e.message.contains("splits image paths at commas"),
+        "{}",
+        e.message
+    );
 }

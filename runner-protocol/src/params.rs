@@ -33,10 +33,17 @@ pub struct RunParams {
     /// Enables (`web_search = "live"`) or disables the web search tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_search_enabled: Option<bool>,
-    /// Thread id to continue (`codex exec resume <id>`). No control
-    /// characters: HTTP MCP servers get it in a header.
+    /// Thread id to continue (`codex exec resume <id>`): a hyphenated UUID,
+    /// as `thread.started` gives it (codex would take anything else for a
+    /// thread name and start a new thread). Codex resumes in this turn's
+    /// `cwd`: send the thread's `cwd` again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(pattern(r"^[^\u0000-\u001f\u007f]*$")))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(pattern(
+            r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+        ))
+    )]
     pub resume: Option<String>,
     /// MCP servers of this turn, by name. They are layered over the user's
     /// own `[mcp_servers]`; a server here replaces a base one of the same name.
@@ -60,7 +67,9 @@ pub struct RunParams {
     /// Sandbox mode, passed as `--sandbox`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxMode>,
-    /// `approval_policy` in the synthesized config (exec itself never asks).
+    /// `approval_policy` in the synthesized config. No effect on `codex exec`,
+    /// which forces `never` whatever the config says; kept for clients that
+    /// send it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_policy: Option<ApprovalPolicy>,
     /// JSON Schema of the final message, written to a file in the turn's
@@ -80,6 +89,7 @@ pub struct RunParams {
     pub network_access_enabled: Option<bool>,
     /// Config profile, passed as `--profile` (layers `<home>/<name>.config.toml`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(pattern(r"^[A-Za-z0-9_-]+$")))]
     pub profile: Option<String>,
     /// Replaces the model's base instructions (config key `instructions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

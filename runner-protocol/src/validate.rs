@@ -109,28 +109,24 @@ pub(crate) fn validate(p: &RunParams) -> Result<(), InvalidParams> {
         }
     }
     if let Some(resume) = &p.resume {
-        if resume.starts_with('-') {
+        // codex takes anything else for a thread *name*, finds none in the
+        // turn's fresh home and silently starts a new, empty thread.
+        if !is_thread_id(resume) {
             return Err(InvalidParams::new(
                 "params.resume",
-                "params.resume: a thread id cannot start with '-'",
-            ));
-        }
-        if resume.chars().any(|c| c.is_ascii_control()) {
-            return Err(InvalidParams::new(
-                "params.resume",
-                format!("params.resume: {CONTROL_IN_HEADER}"),
+                format!("params.resume: {:?} is not a thread id (a UUID, as in the thread_id of a thread.started event); codex would start a new thread instead", cut(resume)),
             ));
         }
     }
     if let Some(profile) = &p.profile {
-        if !profile
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            || profile.starts_with('.')
+        if profile.is_empty()
+            || !profile
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
         {
             return Err(InvalidParams::new(
                 "params.profile",
-                format!("params.profile: {profile:?} is not a valid profile name (letters, digits, '_', '-', '.'; not starting with '.')"),
+                format!("params.profile: {:?} is not a profile name codex takes (letters, digits, '_' and '-')", cut(profile)),
             ));
         }
     }
@@ -189,7 +185,14 @@ fn validate_input(p: &RunParams) -> Result<(), InvalidParams> {
                 }
             }
             for (i, path) in p.images().into_iter().enumerate() {
-                arg_value(&format!("params.input.content[image {i}].path"), path)?;
+                let field = format!("params.input.content[image {i}].path");
+                arg_value(&field, path)?;
+                // `--image=a,b.png` is two images to codex 0.169.0: `a` and
+                // `b.png` (checked against the binary).
+                if path.contains(',') {
+                    let message = format!("{field}: codex splits image paths at commas: give a path without one (a link to the file will do)");
+                    return Err(InvalidParams::new(&field, message));
+                }
             }
             if p.prompt_text().trim().is_empty() {
                 return Err(InvalidParams::new(
@@ -203,6 +206,24 @@ fn validate_input(p: &RunParams) -> Result<(), InvalidParams> {
 }
 
 /// A value that becomes one argv element.
+/// A thread id as codex prints it: a hyphenated UUID (either case).
+fn is_thread_id(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// At most the first 64 characters of a value quoted in an error.
+fn cut(value: &str) -> &str {
+    value
+        .char_indices()
+        .nth(64)
+        .map_or(value, |(at, _)| &value[..at])
+}
+
 fn arg_value(field: &str, value: &str) -> Result<(), InvalidParams> {
     if value.is_empty() {
         return Err(InvalidParams::new(

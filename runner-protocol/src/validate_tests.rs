@@ -247,5 +247,49 @@ fn argv_values_env_and_config() {
     );
     let mut p = with_prompt();
     p.resume = Some("t\r\nX-Evil: 1".into());
-    assert!(validate(&p).unwrap_err().message.contains("header"));
+    let e = validate(&p).unwrap_err();
+    assert!(e.message.contains("not a thread id"), "{}", e.message);
+    assert!(!e.message.contains('\r'), "the value is quoted escaped");
+}
+
+#[test]
+fn resume_takes_a_thread_id_and_profile_a_name_codex_takes() {
+    let id = "01a20258-9970-7d11-97da-f3f1bbb388db";
+    for ok in [id.to_owned(), id.to_uppercase()] {
+        let mut p = with_prompt();
+        p.resume = Some(ok.clone());
+        assert!(validate(&p).is_ok(), "{ok}");
+    }
+    // A name, a stray space, a cut id, a brace form: codex would look each up
+    // as a thread name and start a new thread.
+    for bad in [
+        "my-thread",
+        &format!(" {id}"),
+        &id[..35],
+        &format!("{{{id}}}"),
+        &id.replace('-', ""),
+        &id.replacen('0', "g", 1),
+    ] {
+        let mut p = with_prompt();
+        p.resume = Some(bad.to_owned());
+        let e = validate(&p).unwrap_err();
+        assert_eq!(e.field, "params.resume", "{bad}");
+        assert!(
+            e.message.contains("codex would start a new thread"),
+            "{}",
+            e.message
+        );
+    }
+    for ok in ["work", "team_b-2"] {
+        let mut p = with_prompt();
+        p.profile = Some(ok.into());
+        assert!(validate(&p).is_ok(), "{ok}");
+    }
+    // codex 0.169.0 refuses these with a usage error.
+    for bad in ["a.b", "a b", "", "x/y"] {
+        let mut p = with_prompt();
+        p.profile = Some(bad.into());
+        let e = validate(&p).unwrap_err();
+        assert_eq!(e.field, "params.profile", "{bad}");
+    }
 }

@@ -238,8 +238,11 @@ async fn while_shutting_down_every_line_is_still_answered() {
         .start()
         .await;
     d.run_started("stubborn", "hang_ignore_sigint").await;
-    d.run("queued", json!({"prompt": "x", "resume": "thread-q"}))
-        .await;
+    d.run(
+        "queued",
+        json!({"prompt": "x", "resume": "00000000-0000-7000-8000-00000000000a"}),
+    )
+    .await;
     // The run is queued before the signal comes.
     d.send(json!({"type": "status"})).await;
     let status = d.wait_for(|l| l["type"] == "status").await;
@@ -261,11 +264,17 @@ async fn while_shutting_down_every_line_is_still_answered() {
         json!({"accepted": 2, "ok": 0, "failed": 1, "refused": 0})
     );
 
-    d.run("late", json!({"prompt": "x", "resume": "thread-l"}))
-        .await;
+    d.run(
+        "late",
+        json!({"prompt": "x", "resume": "00000000-0000-7000-8000-00000000000b"}),
+    )
+    .await;
     let late = d.collect_one("late").await;
     assert_eq!(late.code(), Some("shutdown"), "{}", late.end);
-    assert_eq!(late.end["thread_id"], "thread-l");
+    assert_eq!(
+        late.end["thread_id"],
+        "00000000-0000-7000-8000-00000000000b"
+    );
     assert!(late.events.is_empty());
     d.cancel("nobody").await;
     let rejected = d.wait_for(|l| l["type"] == "rejected").await;

@@ -373,8 +373,11 @@ async fn status_lists_running_and_queued_runs() {
     d.run("held", json!({"prompt": "x", "env": gate.env()}))
         .await;
     d.wait_turn_started("held").await;
-    d.run("waiting", json!({"prompt": "y", "resume": "thread-7"}))
-        .await;
+    d.run(
+        "waiting",
+        json!({"prompt": "y", "resume": "00000000-0000-7000-8000-000000000007"}),
+    )
+    .await;
     d.send(json!({"type": "status", "id": "s1"})).await;
     let status = d.wait_for(|l| l["type"] == "status").await;
     assert_eq!(status["request_id"], "s1");
@@ -392,7 +395,7 @@ async fn status_lists_running_and_queued_runs() {
     assert!(running[0]["running_ms"].is_u64());
     assert_eq!(
         status["queued"],
-        json!([{"id": "waiting", "thread_id": "thread-7", "age_ms": status["queued"][0]["age_ms"]}])
+        json!([{"id": "waiting", "thread_id": "00000000-0000-7000-8000-000000000007", "age_ms": status["queued"][0]["age_ms"]}])
     );
     assert_eq!(status["max_concurrent"], 1);
     assert_eq!(status["totals"]["accepted"], 2);
