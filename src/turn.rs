@@ -392,7 +392,10 @@ async fn drive(
             status = proc.wait(), if !reaped => {
                 reaped = true;
                 match status {
-                    Ok(status) => exit = Some(status),
+                    Ok(status) => {
+                        tracing::debug!(pid, %status, "reaped codex");
+                        exit = Some(status);
+                    }
                     Err(e) => state.wait_failed(e.to_string()),
                 }
                 kill_at = None;

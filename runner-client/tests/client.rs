@@ -69,7 +69,7 @@ async fn three_concurrent_runs_stream_their_events_in_order() {
             .collect();
         assert_eq!(ids, ["item_0", "item_1", "item_2", "item_3", "item_4"]);
     }
-    runner.shutdown().await.unwrap();
+    within("shutdown", runner.shutdown()).await.unwrap();
 }
 
 #[tokio::test]
@@ -112,7 +112,7 @@ async fn every_item_type_arrives_typed_including_web_search() {
             &item.details,
             ItemDetails::McpToolCall(call) if call.status == ToolStatus::Completed
         )));
-    runner.shutdown().await.unwrap();
+    within("shutdown", runner.shutdown()).await.unwrap();
 }
 
 #[tokio::test]
@@ -127,7 +127,7 @@ async fn cancel_stops_a_hanging_run() {
 
     // Its id is free again, and cancelling it now names no run.
     assert!(matches!(runner.cancel("h").await, Err(ClientError::UnknownRun(id)) if id == "h"));
-    runner.shutdown().await.unwrap();
+    within("shutdown", runner.shutdown()).await.unwrap();
 }
 
 #[tokio::test]
@@ -162,7 +162,7 @@ async fn a_failed_turn_ends_with_its_error() {
         .unwrap()
         .end;
     assert_eq!(end.code.as_deref(), Some(codes::END_INVALID_PARAMS));
-    runner.shutdown().await.unwrap();
+    within("shutdown", runner.shutdown()).await.unwrap();
 }
 
 #[tokio::test]
@@ -187,8 +187,8 @@ async fn a_pending_id_cannot_be_reused_and_a_rejected_request_fails_its_stream()
         Some(Err(ClientError::Rejected(r))) => assert_eq!(r.code, codes::REJECT_MISSING_ID),
         other => panic!("{other:?}"),
     }
-    assert!(rejected.next().await.is_none());
-    runner.shutdown().await.unwrap();
+    assert!(within("rejected stream", rejected.next()).await.is_none());
+    within("shutdown", runner.shutdown()).await.unwrap();
 }
 
 #[tokio::test]
@@ -201,7 +201,7 @@ async fn shutdown_lets_every_run_finish() {
     }
     within("shutdown", runner.shutdown()).await.unwrap();
     for stream in streams {
-        let run = stream.collect().await.unwrap();
+        let run = within("a drained run", stream.collect()).await.unwrap();
         assert_eq!(run.end.status, EndStatus::Ok, "{:?}", run.end);
         assert_eq!(run.agent_messages().len(), 5);
     }
@@ -240,7 +240,7 @@ async fn the_daemon_dying_fails_pending_runs_and_later_requests() {
         "{later:?}"
     );
     assert!(matches!(
-        runner.shutdown().await,
+        within("shutdown", runner.shutdown()).await,
         Err(ClientError::Exited { .. })
     ));
 }
@@ -323,7 +323,7 @@ async fn the_daemon_runs_in_a_process_group_of_its_own() {
     assert_eq!(fields[2], pid.to_string(), "{stat}");
     // SAFETY: getpgrp has no preconditions.
     assert_ne!(fields[2], unsafe { libc::getpgrp() }.to_string());
-    runner.shutdown().await.unwrap();
+    within("shutdown", runner.shutdown()).await.unwrap();
 }
 
 /// A caller's timeout around `shutdown` drops the runner mid-wait: the
@@ -370,7 +370,7 @@ async fn a_daemon_that_exits_at_once_fails_with_its_fatal_line() {
         } => assert!(fatal.contains("--turn-timeout"), "{fatal}"),
         other => panic!("{other:?}"),
     }
-    match runner.shutdown().await {
+    match within("shutdown", runner.shutdown()).await {
         Err(ClientError::Exited {
             status: Some(status),
             fatal: Some(fatal),

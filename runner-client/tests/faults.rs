@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use codex_runner_client::{ClientError, EndStatus, RunEvent, Runner, ThreadEvent};
 use common::{params, within};
 
@@ -17,21 +15,30 @@ fn fake_daemon(script: &str) -> Runner {
 
 #[tokio::test]
 async fn a_daemon_that_closed_its_stdin_is_a_broken_pipe() {
-    // Alive longer than a failed write waits to learn its fate.
-    let runner = fake_daemon("exec 0<&-; sleep 30");
-    // The first lines may fit in the pipe before `sh` closes it.
-    let mut error = None;
-    for attempt in 0..50 {
-        match runner.run(format!("r{attempt}"), params("x", &[])).await {
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
-        }
-    }
-    match error {
-        Some(ClientError::Write(e)) => assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe),
+    use tokio::io::AsyncReadExt;
+    // `sh` says through a FIFO when it has closed its stdin; it stays alive
+    // longer than a failed write waits to learn its fate.
+    let dir = tempfile::tempdir().unwrap();
+    let closed = dir.path().join("closed");
+    let path = std::ffi::CString::new(closed.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    // Opened read-write, so that opening never blocks and a read waits for
+    // the line rather than finding no writer yet.
+    let mut told = tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(&closed)
+        .unwrap();
+    let runner = fake_daemon(&format!(
+        "exec 0<&-; echo closed > '{}'; exec sleep 30",
+        closed.display()
+    ));
+    let mut line = [0u8; 7];
+    within("sh closes its stdin", told.read_exact(&mut line))
+        .await
+        .unwrap();
+    match runner.run("r", params("x", &[])).await {
+        Err(ClientError::Write(e)) => assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe),
         other => panic!("{other:?}"),
     }
     // Later requests fail the same way, without writing.
@@ -43,7 +50,7 @@ async fn a_daemon_that_closed_its_stdin_is_a_broken_pipe() {
 
 #[tokio::test]
 async fn an_unparseable_line_fails_every_pending_run() {
-    let runner = fake_daemon(r#"read a; read b; echo 'this is not json'; sleep 3"#);
+    let runner = fake_daemon(r#"read a; read b; echo 'this is not json'; exec cat >/dev/null"#);
     let first = runner.run("a", params("x", &[])).await.unwrap();
     let second = runner.run("b", params("y", &[])).await.unwrap();
     for stream in [first, second] {
@@ -63,7 +70,7 @@ echo '{"type":"progress","id":"r","future":true}'
 echo '{"type":"event","id":"r","event":{"type":"turn.future","x":1},"extra":1}'
 echo '{"type":"event","id":"nobody","event":{"type":"turn.started"}}'
 echo '{"type":"end","id":"r","status":"ok","new_field":[1]}'
-sleep 3"#;
+exec cat >/dev/null"#;
     let runner = fake_daemon(script);
     let mut stream = runner.run("r", params("x", &[])).await.unwrap();
     match within("event", stream.next()).await {
@@ -74,7 +81,7 @@ sleep 3"#;
         Some(Ok(RunEvent::End(end))) => assert_eq!(end.status, EndStatus::Ok),
         other => panic!("{other:?}"),
     }
-    assert!(stream.next().await.is_none());
+    assert!(within("stream end", stream.next()).await.is_none());
 }
 
 /// The daemon forwards any JSON object codex prints; serde_json stops at 128
@@ -88,7 +95,7 @@ async fn an_event_too_deep_to_type_arrives_raw_and_the_run_goes_on() {
         r#"read a
 echo '{{"type":"event","id":"r","event":{event}}}'
 echo '{{"type":"end","id":"r","status":"ok"}}'
-sleep 3"#
+exec cat >/dev/null"#
     );
     let runner = fake_daemon(&script);
     let output = within(
@@ -106,7 +113,7 @@ sleep 3"#
 /// daemon takes as "not given".
 #[tokio::test]
 async fn a_time_limit_json_cannot_carry_is_refused_before_it_is_sent() {
-    let runner = fake_daemon("read a; echo sent >&2; sleep 3");
+    let runner = fake_daemon("read a; echo sent >&2; exec cat >/dev/null");
     let mut p = params("x", &[]);
     p.timeout_secs = Some(f64::INFINITY);
     match runner.run("r", p).await {
@@ -122,7 +129,7 @@ async fn an_end_without_status_fails_only_its_run() {
     let script = r#"read a; read b
 echo '{"type":"end","id":"a"}'
 echo '{"type":"end","id":"b","status":"ok"}'
-sleep 3"#;
+exec cat >/dev/null"#;
     let runner = fake_daemon(script);
     let a = runner.run("a", params("x", &[])).await.unwrap();
     let b = runner.run("b", params("y", &[])).await.unwrap();
@@ -148,35 +155,45 @@ async fn a_clean_exit_with_runs_pending_fails_them() {
         other => panic!("{other:?}"),
     }
     // Nothing failed about the exit itself.
-    runner.shutdown().await.unwrap();
+    within("shutdown", runner.shutdown()).await.unwrap();
 }
 
 #[tokio::test]
 async fn diag_lines_reach_their_run_and_fatal_explains_the_exit() {
+    // The `end` waits for a third request, sent once the diag has arrived:
+    // stderr is not ordered with stdout, and a diag after its run's end is
+    // dropped.
     let script = r#"read a; read b
 echo '{"type":"diag","id":"a","level":"warn","message":"codex: hello"}' >&2
 echo 'a plain log line' >&2
-sleep 0.3
+read go
 echo '{"type":"end","id":"a","status":"ok"}'
 echo '{"type":"fatal","message":"boom"}' >&2
 exit 3"#;
     let runner = fake_daemon(script);
-    let a = runner.run("a", params("x", &[])).await.unwrap();
+    let mut a = runner.run("a", params("x", &[])).await.unwrap();
     let b = runner.run("b", params("y", &[])).await.unwrap();
-    let a = within("a", a.collect()).await.unwrap();
-    assert_eq!(
-        a.diags,
-        [(
-            codex_runner_client::DiagLevel::Warn,
-            "codex: hello".to_owned()
-        )]
-    );
-    match within("b", b.collect()).await {
-        Err(ClientError::Exited {
-            status: Some(status),
-            fatal: Some(fatal),
-        }) => assert_eq!((status.code(), fatal.as_str()), (Some(3), "boom")),
+    match within("a's diag", a.next()).await {
+        Some(Ok(RunEvent::Diag { level, message })) => {
+            assert_eq!(level, codex_runner_client::DiagLevel::Warn);
+            assert_eq!(message, "codex: hello");
+        }
         other => panic!("{other:?}"),
+    }
+    let go = runner.run("go", params("z", &[])).await.unwrap();
+    match within("a's end", a.next()).await {
+        Some(Ok(RunEvent::End(end))) => assert_eq!(end.status, EndStatus::Ok),
+        other => panic!("{other:?}"),
+    }
+    assert!(within("a's stream", a.next()).await.is_none());
+    for pending in [b, go] {
+        match within("b", pending.collect()).await {
+            Err(ClientError::Exited {
+                status: Some(status),
+                fatal: Some(fatal),
+            }) => assert_eq!((status.code(), fatal.as_str()), (Some(3), "boom")),
+            other => panic!("{other:?}"),
+        }
     }
 }
 

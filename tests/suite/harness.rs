@@ -624,6 +624,22 @@ impl Daemon {
     }
 
     /// What the fake codex recorded for run `id`.
+    /// Run `id`'s record, once its codex has written it (it does so as it
+    /// starts its events), for a test that cannot wait on stdout.
+    pub async fn wait_record(&self, id: &str) -> Value {
+        let path = self.records.path().join(format!("{id}.json"));
+        let written = async {
+            // The fake writes it by rename: once there, it is whole.
+            while !path.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(READ_TIMEOUT, written)
+            .await
+            .unwrap_or_else(|_| panic!("no record for run {id} at {}", path.display()));
+        self.record(id)
+    }
+
     pub fn record(&self, id: &str) -> Value {
         let path = self.records.path().join(format!("{id}.json"));
         let text = std::fs::read_to_string(&path)
@@ -724,19 +740,32 @@ impl Gate {
         json!({"FAKE_CODEX_SCENARIO": "gate", "FAKE_CODEX_GATE": self.path})
     }
 
-    /// Releases the waiting turn (opening for write blocks until the reader
-    /// is there, which is why this runs off the test's task).
+    /// Releases the waiting turn: opens the FIFO for write, which succeeds
+    /// once the turn has it open for read, and closes it (the turn reads the
+    /// end of the file). Opened without blocking and retried, so that a turn
+    /// that never comes fails the test instead of leaving a thread blocked
+    /// in `open` that the runtime would wait for forever at its drop.
     pub async fn open(&self) {
-        let path = self.path.clone();
-        tokio::time::timeout(
-            READ_TIMEOUT,
-            tokio::task::spawn_blocking(move || {
-                std::fs::OpenOptions::new().write(true).open(path).unwrap();
-            }),
-        )
-        .await
-        .expect("the gated turn never opened its gate")
-        .unwrap();
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = async {
+            loop {
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&self.path)
+                {
+                    Ok(_) => return,
+                    // No reader yet.
+                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(e) => panic!("opening the gate {}: {e}", self.path.display()),
+                }
+            }
+        };
+        tokio::time::timeout(READ_TIMEOUT, opened)
+            .await
+            .expect("the gated turn never opened its gate");
     }
 }
 

@@ -513,23 +513,131 @@ proptest! {
         let _ = runner_protocol::decode_request(&bytes);
     }
 
-    /// Arbitrary JSON never panics it, and what it accepts upholds the
-    /// invariants the daemon relies on before spawning.
+    /// Arbitrary JSON never panics it.
     #[test]
-    fn accepted_requests_uphold_the_invariants(value in json_value()) {
+    fn decoder_survives_arbitrary_json(value in json_value()) {
         let line = serde_json::to_vec(&value).unwrap();
-        if let Ok(runner_protocol::Request::Run { id, params: Ok(params) }) = runner_protocol::decode_request(&line) {
+        let _ = runner_protocol::decode_request(&line);
+    }
+}
+
+/// Text with the characters that must not reach codex's argv or headers
+/// (CR, LF, NUL, other controls) mixed into plain ones.
+fn tricky_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[a-z0-9_.-]{1,12}",
+        1 => "[ -~\\PC\\x00\\t\\n\\r\\x7f]{0,12}",
+        1 => Just("01a20258-9970-7d11-97da-f3f1bbb388db".to_owned()),
+    ]
+}
+
+/// `run` requests that a client could plausibly send, every field drawn
+/// from text that is often fine and sometimes hostile: many are accepted,
+/// many refused, so the invariants below are checked on real acceptances.
+fn run_request() -> impl Strategy<Value = Value> {
+    let header = (tricky_text(), tricky_text());
+    let server = (
+        prop::option::of(prop_oneof![
+            Just("http://127.0.0.1:9/mcp".to_owned()),
+            tricky_text().prop_map(|t| format!("http://127.0.0.1:9/{t}")),
+            tricky_text(),
+        ]),
+        prop::option::of(tricky_text()),
+        prop::collection::vec(header, 0..3),
+    )
+        .prop_map(|(url, command, headers)| {
+            let mut server = serde_json::Map::new();
+            if let Some(url) = url {
+                server.insert("url".into(), json!(url));
+            }
+            if let Some(command) = command {
+                server.insert("command".into(), json!(command));
+            }
+            if !headers.is_empty() {
+                let headers: serde_json::Map<String, Value> =
+                    headers.into_iter().map(|(k, v)| (k, json!(v))).collect();
+                server.insert("http_headers".into(), Value::Object(headers));
+            }
+            Value::Object(server)
+        });
+    (
+        tricky_text(),
+        tricky_text(),
+        prop::option::of(tricky_text()),
+        prop::collection::btree_map(tricky_text(), server, 0..3),
+    )
+        .prop_map(|(id, prompt, resume, servers)| {
+            let mut params = json!({"prompt": prompt});
+            if let Some(resume) = resume {
+                params["resume"] = json!(resume);
+            }
+            if !servers.is_empty() {
+                params["mcp_servers"] = json!(servers);
+            }
+            json!({"type": "run", "id": id, "params": params})
+        })
+}
+
+/// What the decoder accepts upholds the invariants the daemon relies on
+/// before spawning. Counts its acceptances, so that it cannot pass by
+/// accepting nothing.
+#[test]
+fn accepted_requests_uphold_the_invariants() {
+    use proptest::test_runner::{Config, TestRunner};
+    let accepted = std::cell::Cell::new(0u32);
+    let with_servers = std::cell::Cell::new(0u32);
+    let cases = 2000;
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
+    runner
+        .run(&run_request(), |value| {
+            let line = serde_json::to_vec(&value).unwrap();
+            let Ok(runner_protocol::Request::Run {
+                id,
+                params: Ok(params),
+            }) = runner_protocol::decode_request(&line)
+            else {
+                return Ok(());
+            };
+            accepted.set(accepted.get() + 1);
+            if !params.mcp_servers.is_empty() {
+                with_servers.set(with_servers.get() + 1);
+            }
             prop_assert!(!id.is_empty() && id.len() <= runner_protocol::MAX_RUN_ID_BYTES);
             prop_assert!(!id.chars().any(|c| c.is_ascii_control()));
-            prop_assert!(!params.resume.iter().any(|r| r.chars().any(|c| c.is_ascii_control())));
+            prop_assert!(!params
+                .resume
+                .iter()
+                .any(|r| r.chars().any(|c| c.is_ascii_control())));
             prop_assert!(!params.prompt_text().trim().is_empty());
             for (name, server) in &params.mcp_servers {
-                prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "_:@/.-".contains(c)));
+                prop_assert!(name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_:@/.-".contains(c)));
                 prop_assert!(server.url.is_some() != server.command.is_some());
-                for value in server.http_headers.iter().flatten().map(|(_, v)| v) {
+                for (key, value) in server.http_headers.iter().flatten() {
+                    prop_assert!(!key.contains(['\r', '\n', '\0', ':']));
                     prop_assert!(!value.contains(['\r', '\n', '\0']));
                 }
             }
-        }
-    }
+            Ok(())
+        })
+        .unwrap();
+    eprintln!(
+        "{} of {cases} accepted, {} with MCP servers",
+        accepted.get(),
+        with_servers.get()
+    );
+    assert!(
+        accepted.get() >= cases / 10,
+        "only {} of {cases} requests accepted: the invariants were hardly checked",
+        accepted.get()
+    );
+    assert!(
+        with_servers.get() >= cases / 50,
+        "only {} accepted requests had MCP servers",
+        with_servers.get()
+    );
 }

@@ -2,7 +2,7 @@
 //! no process, no turn dir, and gives every run its `end`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -100,7 +100,8 @@ async fn an_escaped_grandchild_holding_the_pipes_does_not_hold_the_end() {
 
 /// Starts a codex that leaves a setsid-ed process holding its stdout and
 /// exits 0 with its last line unterminated; returns the leftover's pid once
-/// codex is gone.
+/// the daemon has reaped codex (so that a stop sent next finds codex's turn
+/// over, not a codex to stop).
 async fn exit_leaving_stdout_held(d: &mut Daemon, id: &str) -> u64 {
     d.run(
         id,
@@ -111,6 +112,7 @@ async fn exit_leaving_stdout_held(d: &mut Daemon, id: &str) -> u64 {
         .wait_for(|l| l["id"] == id && l["event"]["item"]["pids"].is_array())
         .await;
     wait_gone(d.record(id)["pid"].as_u64().unwrap(), READ_TIMEOUT).await;
+    d.wait_for_stderr("reaped codex").await;
     line["event"]["item"]["pids"][1].as_u64().unwrap()
 }
 
@@ -176,8 +178,7 @@ async fn a_stdout_held_after_codex_exits_is_read_for_the_grace_period_then_its_r
 }
 
 #[tokio::test]
-async fn sigterm_ends_every_run_with_shutdown_and_exits_within_the_grace() {
-    let grace = Duration::from_millis(500);
+async fn sigterm_ends_every_run_with_shutdown_and_leaves_nothing() {
     let mut d = Daemon::builder()
         .arg("--kill-grace")
         .arg("0.5")
@@ -206,17 +207,17 @@ async fn sigterm_ends_every_run_with_shutdown_and_exits_within_the_grace() {
         .iter()
         .map(|(id, _)| d.record(id)["pid"].as_u64().unwrap())
         .collect();
-    let started = Instant::now();
     d.signal(libc::SIGTERM);
     let (runs, _) = d.collect(&["a", "b", "c", "queued1", "queued2"]).await;
     let status = d.wait_exit().await;
-    let elapsed = started.elapsed();
     for (id, run) in &runs {
         assert_eq!(run.code(), Some("shutdown"), "{id}: {}", run.end);
     }
     assert!(runs["queued1"].events.is_empty());
     assert!(status.success(), "{status}");
-    assert!(elapsed < grace + Duration::from_secs(1), "took {elapsed:?}");
+    // How long it took is the benchmarks' business, not a test's: that the
+    // grace is the only wait is shown with a 600 s grace and a second signal
+    // (`a_second_sigterm_skips_the_grace_period`).
     for pid in codex_pids {
         assert!(!alive(pid), "codex {pid} survived the daemon");
     }
@@ -303,20 +304,23 @@ fn in_mask(pid: u32, line: &str, signal: i32) -> bool {
 }
 
 #[tokio::test]
-async fn sighup_stops_the_daemon_as_sigterm_does_unless_it_was_ignored() {
-    // A closing terminal: the turn ends with shutdown and its dir (which
-    // held the request's config) goes, rather than waiting for a next start.
-    let mut d = Daemon::builder()
-        .arg("--kill-grace")
-        .arg("0.5")
-        .start()
-        .await;
-    d.run_started("t", "hang").await;
-    d.signal(libc::SIGHUP);
-    let (runs, _) = d.collect(&["t"]).await;
-    assert_eq!(runs["t"].code(), Some("shutdown"), "{}", runs["t"].end);
-    assert!(d.wait_exit().await.success());
-    assert!(d.leftover_turn_dirs().is_empty());
+async fn sighup_and_sigint_stop_the_daemon_as_sigterm_does_unless_ignored() {
+    // A closing terminal (SIGHUP) or Ctrl-C (SIGINT): the turn ends with
+    // shutdown and its dir (which held the request's config) goes, rather
+    // than waiting for a next start.
+    for signal in [libc::SIGHUP, libc::SIGINT] {
+        let mut d = Daemon::builder()
+            .arg("--kill-grace")
+            .arg("0.5")
+            .start()
+            .await;
+        d.run_started("t", "hang").await;
+        d.signal(signal);
+        let (runs, _) = d.collect(&["t"]).await;
+        assert_eq!(runs["t"].code(), Some("shutdown"), "{}", runs["t"].end);
+        assert!(d.wait_exit().await.success(), "signal {signal}");
+        assert!(d.leftover_turn_dirs().is_empty());
+    }
 
     // Started under nohup: SIGHUP stays ignored (the kernel drops it), and
     // the runs go on.
@@ -573,17 +577,21 @@ async fn with_stdout_unread_cancel_and_timeouts_still_stop_codex() {
         .start()
         .await;
     d.run("cancelled", flood()).await;
+    // Nothing is read: the pipe fills.
+    d.wait_stdout_pipe_full().await;
+    // Started only now, so that its whole time limit runs while stdout is
+    // backed up.
     let mut timed = flood();
     timed["timeout_secs"] = json!(0.5);
     d.run("timed", timed).await;
-    // Nothing is read: the pipe fills.
-    d.wait_stdout_pipe_full().await;
+    d.wait_record("timed").await;
     d.cancel("cancelled").await;
     // The fake codex dies of SIGINT: no grace period is waited out.
     for id in ["cancelled", "timed"] {
-        let pid = d.record(id)["pid"].as_u64().unwrap();
+        let pid = d.wait_record(id).await["pid"].as_u64().unwrap();
         wait_gone(pid, READ_TIMEOUT).await;
     }
+    assert!(d.stdout_pipe_full(), "stdout was not read all along");
     let (runs, _) = d.collect(&["cancelled", "timed"]).await;
     assert_eq!(
         runs["cancelled"].code(),
@@ -688,15 +696,18 @@ async fn exit_during_the_template_build_leaves_no_codex_and_no_scratch_dir() {
     std::fs::set_permissions(&codex, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let mut d = Daemon::builder().codex_bin(&codex).start().await;
-    let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(&fifo));
-    let pid: u64 = tokio::time::timeout(READ_TIMEOUT, read)
-        .await
-        .expect("the template build started codex")
-        .unwrap()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let reader = fifo.clone();
+    let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(&reader));
+    let Ok(read) = tokio::time::timeout(READ_TIMEOUT, read).await else {
+        // Release the blocked reader (the runtime waits for it at its drop).
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        panic!("the template build never started codex");
+    };
+    let pid: u64 = read.unwrap().unwrap().trim().parse().unwrap();
     assert!(alive(pid));
     let scratch_prefix = format!("codex-runner-db-template-{}-", d.pid());
     d.assert_clean_exit().await;

@@ -180,7 +180,9 @@ async fn every_bad_line_gets_an_answer_and_live_runs_are_undisturbed() {
     d.wait_turn_started("live").await;
 
     d.send_raw(b"{this is not json\n").await;
-    d.send_raw(b"[1,2,3]\n").await;
+    // Blank lines get no answer but are counted; `\r\n` ends a line too.
+    d.send_raw(b"\n\r\n").await;
+    d.send_raw(b"[1,2,3]\r\n").await;
     d.send_raw(b"{\"type\":\"run\",\"params\":{\"prompt\":\"x\"}}\n")
         .await;
     d.send_raw(b"{\"type\":\"run\",\"id\":\"\",\"params\":{\"prompt\":\"x\"}}\n")
@@ -236,13 +238,15 @@ async fn every_bad_line_gets_an_answer_and_live_runs_are_undisturbed() {
             ("end", "invalid_params"),
         ]
     );
-    for (i, answer) in answers[..9].iter().enumerate() {
+    // Line 1 is `live`'s run, lines 3 and 4 are blank.
+    let lines = [2, 5, 6, 7, 8, 9, 10, 11, 12];
+    for (answer, line) in answers[..9].iter().zip(lines) {
         assert!(
             answer.get("id").is_none(),
             "a rejection never carries `id`: {answer}"
         );
         assert!(!answer["error"].as_str().unwrap().is_empty());
-        assert!(answer["line"].as_u64().unwrap() >= (i as u64) + 2);
+        assert_eq!(answer["line"], line, "{answer}");
     }
     assert_eq!(answers[5]["request_id"], "live");
     assert_eq!(answers[8]["request_id"], "nobody");
@@ -307,12 +311,16 @@ async fn cancel_stops_a_running_turn_and_a_queued_one() {
     assert!(queued.error().starts_with("cancelled"), "{}", queued.end);
 
     d.cancel("running").await;
+    // A second cancel of a run being stopped is a no-op: no answer of its
+    // own, and the end is the first cancel's.
+    d.cancel("running").await;
     let running = d.collect_one("running").await;
     assert_eq!(running.status(), "error");
     assert_eq!(running.code(), Some("cancelled"));
     assert!(running.error().starts_with("cancelled"));
     assert!(running.end["thread_id"].is_string());
-    // A cancel after the end names an unknown id.
+    // A cancel after the end names an unknown id (and is the next line:
+    // the second cancel above had no answer).
     d.cancel("running").await;
     let late = d.next_line().await;
     assert_eq!(
@@ -359,6 +367,47 @@ async fn timeouts_per_request_and_daemon_default() {
     assert_eq!(runs["req"].error(), "timed out after 0.200s");
     assert_eq!(runs["default"].code(), Some("timeout"));
     assert_eq!(runs["default"].error(), "timed out after 0.300s");
+    d.assert_clean_exit().await;
+}
+
+#[tokio::test]
+async fn a_time_limit_counts_from_the_turns_start_not_its_queueing() {
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("1")
+        .start()
+        .await;
+    let gate = Gate::new();
+    d.run("held", json!({"prompt": "x", "env": gate.env()}))
+        .await;
+    d.wait_turn_started("held").await;
+    d.run("queued", json!({"prompt": "x", "timeout_secs": 0.2}))
+        .await;
+    // Waits (by the daemon's own clock) until the run has been queued for
+    // longer than its limit.
+    let waited = async {
+        loop {
+            d.send(json!({"type": "status"})).await;
+            let status = d.wait_for(|l| l["type"] == "status").await;
+            let age = status["queued"][0]["age_ms"].as_u64().unwrap();
+            if age >= 250 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(READ_TIMEOUT, waited)
+        .await
+        .expect("the run stays queued");
+    gate.open().await;
+    let (runs, _) = d.collect(&["held", "queued"]).await;
+    runs["held"].assert_ok();
+    runs["queued"].assert_ok();
+    assert!(
+        runs["queued"].end["queued_ms"].as_u64().unwrap() >= 250,
+        "{}",
+        runs["queued"].end
+    );
     d.assert_clean_exit().await;
 }
 

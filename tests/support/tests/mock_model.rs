@@ -211,10 +211,9 @@ fn stall_holds_the_stream_open_until_the_mock_is_dropped() {
         .block_on(model.wait_for_requests(1, QUICK));
     drop(model);
     let (eof, elapsed) = reader.join().unwrap();
-    assert!(
-        eof && elapsed < Duration::from_secs(5),
-        "eof={eof} after {elapsed:?}"
-    );
+    // A stalled stream ends when the model is dropped (the read would
+    // otherwise never return; the test's own timeout would catch that).
+    assert!(eof, "eof={eof} after {elapsed:?}");
 }
 
 #[tokio::test]
