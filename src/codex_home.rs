@@ -232,7 +232,7 @@ pub fn clean_stale(root: &Path) {
 /// Prepares the home of one turn. Given the `codex` binary, it also gets copies of
 /// codex's database templates when they are ready for that binary (the first
 /// call for a binary starts building them in the background; until then, and
-/// if that fails, turns go without, as with [`prepare`]).
+/// if that fails, turns go without templates).
 pub fn prepare(
     settings: &HomeSettings,
     codex: Option<&CodexBin>,

@@ -81,8 +81,11 @@ pub fn codex_env(
     if let Some(hierarchy) = &p.agent_instance_hierarchy {
         env.push((HIERARCHY_ENV.into(), hierarchy.into()));
     }
-    // Without this, error messages inside JSON items carry backtraces.
-    env.push(("RUST_BACKTRACE".into(), "0".into()));
+    // Without this, error messages inside JSON items carry backtraces; a
+    // request that asks for them gets them.
+    if !p.env.contains_key("RUST_BACKTRACE") {
+        env.push(("RUST_BACKTRACE".into(), "0".into()));
+    }
     env.push(("CODEX_HOME".into(), home.into()));
     env.push((RUN_ID_ENV.into(), run_id.into()));
     if bin.path_prepend.is_some() {
@@ -183,5 +186,11 @@ mod tests {
         assert!(strings(codex_args(&p, None))
             .iter()
             .all(|a| !a.contains("s3cret")));
+
+        // A request that asks for backtraces gets them.
+        let p = params(serde_json::json!({"prompt": "x", "env": {"RUST_BACKTRACE": "1"}}));
+        let env = codex_env(&p, "r1", Path::new("/h"), &bin);
+        let backtrace: Vec<_> = env.iter().filter(|(n, _)| n == "RUST_BACKTRACE").collect();
+        assert_eq!(backtrace, [&("RUST_BACKTRACE".into(), "1".into())]);
     }
 }

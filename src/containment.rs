@@ -22,7 +22,9 @@
 //!
 //! A child subreaper was considered and rejected: reparented orphans would
 //! become our children with no record of which turn they belong to, and
-//! reaping them with `waitpid(-1)` would race tokio's own child reaping.
+//! reaping them with `waitpid(-1)` would race the turns' own waits for
+//! codex on its pidfd (as PID 1 the daemon forks, and the parent, which
+//! runs no turns, reaps the orphans: see `init.rs`).
 
 use std::fs;
 use std::os::fd::OwnedFd;

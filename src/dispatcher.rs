@@ -1,9 +1,9 @@
 //! The dispatcher: the one owner of run ids, the queue, per-thread order and
 //! cancellation.
 //!
-//! It reacts to three sources, polled in priority order: shutdown, notices
-//! from turns (a thread became busy, a turn finished), and decoded request
-//! lines. Notices come before requests so that once a client has seen a
+//! It reacts to four sources, polled in priority order: shutdown, a second
+//! signal during it (kill now), notices from turns (a thread became busy, a
+//! turn finished), and decoded request lines. Notices come before requests so that once a client has seen a
 //! run's `end` (sent after its `Finished` notice), a request that reuses the
 //! id or resumes the thread is never judged on stale state.
 
@@ -98,7 +98,8 @@ fn held_bytes(params: &RunParams, line_bytes: usize) -> usize {
 pub struct Totals {
     /// Runs accepted (queued).
     pub accepted: u64,
-    /// Lines answered with `rejected` or refused with an invalid-params `end`.
+    /// Lines answered with `rejected`, and runs refused with an `end` before
+    /// they were queued (invalid params, a full queue, a shutdown).
     pub refused: u64,
     /// Accepted runs that ended `ok`.
     pub ok: u64,

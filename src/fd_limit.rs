@@ -51,7 +51,8 @@ impl OpenFiles {
 }
 
 /// Raises the soft limit on open files to the hard limit (best effort).
-/// Call it once, before any thread starts.
+/// Call it once, before any codex is spawned: children get the limit the
+/// daemon started with back (see [`for_children`]).
 pub fn raise() -> std::io::Result<OpenFiles> {
     let started = get()?;
     let mut found = OpenFiles {

@@ -113,9 +113,11 @@ fn remove_dir(path: &Path) -> io::Result<()> {
 /// ours, 0700, and every one of those links there, pointing at its target.
 ///
 /// Works through one descriptor of the dir (`fstat`, `readlinkat`,
-/// `unlinkat`), opened without following a symlink: every entry is looked
-/// up in the dir itself, not by its path from `/` again (a turn's end runs
-/// this for every turn; the path lookups were a third of its cost).
+/// `unlinkat`), opened without following a symlink: every file and link is
+/// looked up in the dir itself, not by its path from `/` again (a turn's
+/// end runs this for every turn; the path lookups were a third of its
+/// cost). A subdirectory codex made is removed by path, with std's
+/// `remove_dir_all`, which does not follow symlinks inside it.
 pub fn empty_but_links(dir: &Path, links: &Links) -> io::Result<bool> {
     let Some(mut entries) = Dir::open_private(dir)? else {
         return Ok(false);

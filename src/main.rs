@@ -181,24 +181,43 @@ fn run(cli: Cli) -> ExitCode {
     // second core, and every wake-up between two workers costs an eventfd
     // write and a futex; blocking work (stdin that is not a pipe, a stalled
     // stdout) already runs on tokio's blocking pool.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("the tokio runtime starts");
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            diag::fatal(&format!(
+                "cannot start: the async runtime failed to start: {e}"
+            ));
+            return ExitCode::from(2);
+        }
+    };
     let containment = settings.containment.clone();
     let idle_homes = settings.home.idle.clone();
+    // What every exit does, whatever ended the daemon: the turns' kept
+    // cgroups and homes, the private turn root if we made one, a template
+    // build still running.
+    let clean_up = || {
+        containment.close();
+        idle_homes.clear();
+        if let Some(root) = PRIVATE_TURN_ROOT.get() {
+            let _ = std::fs::remove_dir(root);
+        }
+        codex_runner::db_template::stop_builds();
+    };
     // A panic in a turn ends that run (see `dispatcher`), and one in the
     // reader or writer stops every run (see `daemon`); one in the dispatcher
     // itself leaves no state to end runs with, and lands here.
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async {
-            let input = codex_runner::stdio::stdin();
-            let output = tokio::io::stdout();
             // The first SIGTERM/SIGINT/SIGHUP stops every turn gracefully; a
             // second one kills them without waiting out the grace period.
+            let mut signals = Signals::new()?;
+            let input = codex_runner::stdio::stdin();
+            let output = tokio::io::stdout();
             let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
             let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
-            let mut signals = Signals::new();
             tokio::spawn(async move {
                 signals.next().await;
                 let _ = first_tx.send(());
@@ -211,20 +230,27 @@ fn run(cli: Cli) -> ExitCode {
             let second = async {
                 let _ = second_rx.await;
             };
-            daemon::run(settings, input, output, first, second).await
+            Ok::<_, std::io::Error>(daemon::run(settings, input, output, first, second).await)
         })
     }));
     let summary = match served {
-        Ok(summary) => summary,
+        Ok(Ok(summary)) => summary,
+        Ok(Err(e)) => {
+            // Before any request was read: nothing ran.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            clean_up();
+            diag::fatal(&format!(
+                "cannot start: installing the signal handlers failed: {e}"
+            ));
+            return ExitCode::from(2);
+        }
         Err(payload) => {
             let why = daemon::panic_message(&*payload);
             // Shutting the runtime down drops every turn: each kills its
             // processes and removes its home as it goes (their drops). A
             // blocking stdin read must not keep us alive.
             runtime.shutdown_timeout(Duration::from_millis(100));
-            containment.close();
-            idle_homes.clear();
-            codex_runner::db_template::stop_builds();
+            clean_up();
             diag::fatal(&format!(
                 "internal error: the dispatcher panicked: {why}; every run was stopped"
             ));
@@ -238,12 +264,7 @@ fn run(cli: Cli) -> ExitCode {
         refused = summary.totals.refused,
         "codex-runner exiting"
     );
-    containment.close();
-    idle_homes.clear();
-    if let Some(root) = PRIVATE_TURN_ROOT.get() {
-        let _ = std::fs::remove_dir(root);
-    }
-    codex_runner::db_template::stop_builds();
+    clean_up();
     // Children are gone; blocking stdin reads must not keep us alive.
     runtime.shutdown_timeout(Duration::from_millis(100));
     if let Some(why) = summary.internal_error {
@@ -463,20 +484,23 @@ struct Signals {
 
 impl Signals {
     /// Call before anything else installs a SIGHUP handler.
-    fn new() -> Signals {
+    fn new() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         // A terminal that closes under a daemon started from it sends
         // SIGHUP, whose default action would leave the running turns'
         // dirs (their config.toml holds the request's secrets) and cgroups
         // for the next start to find: it stops the daemon as SIGTERM does.
         // Unless the parent chose to ignore it: that choice stands.
-        let hup = (!ignored(libc::SIGHUP))
-            .then(|| signal(SignalKind::hangup()).expect("installing a SIGHUP handler"));
-        Signals {
-            term: signal(SignalKind::terminate()).expect("installing a SIGTERM handler"),
-            int: signal(SignalKind::interrupt()).expect("installing a SIGINT handler"),
+        let hup = if ignored(libc::SIGHUP) {
+            None
+        } else {
+            Some(signal(SignalKind::hangup())?)
+        };
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
             hup,
-        }
+        })
     }
 
     /// The next SIGTERM, SIGINT or SIGHUP.

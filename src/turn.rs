@@ -499,11 +499,3 @@ pub fn event_prefix(id: &str) -> String {
         serde_json::to_string(id).expect("strings serialise")
     )
 }
-
-/// A run that ended before anything was spawned.
-pub fn refused(id: &str, code: &str, error: String) -> End {
-    End {
-        status: EndStatus::Error,
-        ..End::error(id, code, error)
-    }
-}

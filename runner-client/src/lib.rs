@@ -46,6 +46,9 @@ pub use runner::{Runner, RunnerBuilder};
 pub use stream::{RunEvent, RunOutput, RunStream};
 
 pub use runner_protocol::events::{self, ItemDetails, ThreadEvent, ThreadItem};
+// Everything a `RunParams` is built from, so that no caller needs the
+// protocol crate as a dependency of its own.
 pub use runner_protocol::{
-    codes, DiagLevel, End, EndStatus, Input, InputContent, McpServer, Rejected, RunParams,
+    codes, ApprovalPolicy, ContentPart, DiagLevel, Effort, End, EndStatus, Input, InputContent,
+    McpServer, Rejected, RunParams, SandboxMode, ToolsApproval,
 };

@@ -248,10 +248,12 @@ impl Drop for Runner {
                 if let Some(process) = self.process.take() {
                     process.stop_in_background();
                 } else if let Some(pid) = self.pid {
-                    // No pidfd (Linux before 5.3): by pid, unreaped as far
-                    // as we know.
+                    // No pidfd (a kernel without pidfd_open, which the daemon
+                    // itself would refuse to run on): one SIGTERM by pid,
+                    // unreaped as far as we know, and no escalation, which
+                    // could hit a reused pid later.
                     // SAFETY: kill has no memory-safety preconditions.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
                 }
             }
             // Closing its pipes tells the daemon too.

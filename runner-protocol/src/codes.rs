@@ -48,9 +48,6 @@ pub const REJECT_UNKNOWN_ID: &str = "unknown_id";
 pub const REJECT_LINE_TOO_LONG: &str = "line_too_long";
 /// The line is not valid UTF-8.
 pub const REJECT_INVALID_UTF8: &str = "invalid_utf8";
-/// stdin was closed: the daemon no longer accepts runs. (Reserved: the
-/// daemon stops reading at EOF, so this is only sent by embedders.)
-pub const REJECT_SHUTTING_DOWN: &str = "shutting_down";
 /// The line is a `cancel` or `status` with fields other than `type` and `id`.
 pub const REJECT_INVALID_REQUEST: &str = "invalid_request";
 /// A bug in the runner ended the run (its task panicked). Reported, never
