@@ -200,43 +200,83 @@ fn codex_error_line_wins_over_long_log_lines() {
     assert!(end.error.as_deref().unwrap().len() < 500, "{:?}", end.error);
 }
 
-/// The observe of before the scanner: serde_json only. The scanner must never
-/// change what a line is classified as.
-fn observe_reference(line: &[u8]) -> (EventPeek, Option<String>, bool) {
-    let mut state = TurnState::default();
+/// What a turn learns from one line, as the observe of before the scanner
+/// did it: serde_json only, every line parsed. The scanner must never change
+/// what a line is classified as, nor what is learned from it.
+#[derive(Debug, PartialEq)]
+struct Learned {
+    peek: EventPeek,
+    thread_id: Option<String>,
+    usage: Option<String>,
+    turn_failed: Option<String>,
+    last_error: Option<String>,
+    non_json_lines: u64,
+}
+
+fn learned_by_reference(line: &[u8]) -> Learned {
+    let mut learned = Learned {
+        peek: EventPeek::NotJson,
+        thread_id: None,
+        usage: None,
+        turn_failed: None,
+        last_error: None,
+        non_json_lines: 1,
+    };
     if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
         || std::str::from_utf8(line).is_err()
     {
-        return (EventPeek::NotJson, None, false);
+        return learned;
     }
+    let event = EventPeek::Event {
+        thread_started: None,
+    };
     let peek = match serde_json::from_slice::<Peek>(line) {
         Ok(peek) => peek,
         Err(_) => {
             if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() {
-                return (
-                    EventPeek::Event {
-                        thread_started: None,
-                    },
-                    None,
-                    false,
-                );
+                learned.peek = event;
+                learned.non_json_lines = 0;
             }
-            return (EventPeek::NotJson, None, false);
+            return learned;
         }
     };
-    // Reuse the real field handling through a line known to need it.
-    let _ = &mut state;
-    let kind = peek.kind.as_deref().map(str::to_owned);
-    let learned = kind
-        .as_deref()
-        .is_some_and(|k| is_learned_from(k.as_bytes()));
-    (
-        EventPeek::Event {
-            thread_started: None,
-        },
-        kind,
-        learned,
-    )
+    learned.peek = event;
+    learned.non_json_lines = 0;
+    match peek.kind.as_deref() {
+        Some("thread.started") => {
+            if let Some(thread) = peek.thread_id {
+                learned.thread_id = Some(thread.clone().into_owned());
+                learned.peek = EventPeek::Event {
+                    thread_started: Some(thread.into_owned()),
+                };
+            }
+        }
+        Some("turn.completed") => learned.usage = peek.usage.map(|u| u.get().to_owned()),
+        Some("turn.failed") => {
+            learned.turn_failed = Some(
+                peek.error
+                    .and_then(|e| e.message)
+                    .unwrap_or_else(|| "turn failed (no message)".to_owned()),
+            )
+        }
+        Some("error") => learned.last_error = peek.message,
+        _ => {}
+    }
+    learned
+}
+
+/// What `TurnState::observe` learned from one line.
+fn learned_by_observe(line: &[u8]) -> Learned {
+    let mut state = TurnState::default();
+    let peek = state.observe(line);
+    Learned {
+        peek,
+        thread_id: state.thread_id,
+        usage: state.usage.map(|u| u.get().to_owned()),
+        turn_failed: state.turn_failed,
+        last_error: state.last_error,
+        non_json_lines: state.non_json_lines,
+    }
 }
 
 /// A tiny deterministic PRNG (xorshift), so the fuzz cases are reproducible.
@@ -273,17 +313,19 @@ const SAMPLES: &[&str] = &[
 #[test]
 fn the_scanner_agrees_with_serde_json() {
     let check = |line: &[u8]| {
-        let reference = observe_reference(line);
+        let reference = learned_by_reference(line);
         let serde_ok = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
             && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
-        let mut state = TurnState::default();
-        let got = state.observe(line);
         assert_eq!(
-            got == EventPeek::NotJson,
-            reference.0 == EventPeek::NotJson,
+            learned_by_observe(line),
+            reference,
             "{:?}",
             String::from_utf8_lossy(line)
         );
+        let learns = reference.thread_id.is_some()
+            || reference.usage.is_some()
+            || reference.turn_failed.is_some()
+            || reference.last_error.is_some();
         match scan::object(line) {
             scan::Scan::Invalid => assert!(!serde_ok, "{:?}", String::from_utf8_lossy(line)),
             scan::Scan::Valid { kind, non_ascii } => {
@@ -292,8 +334,8 @@ fn the_scanner_agrees_with_serde_json() {
                 }
                 // What decides whether the line's UTF-8 is checked.
                 assert_eq!(non_ascii, !line.is_ascii(), "{line:?}");
-                // A line the reference would learn from never takes the fast path.
-                if reference.2 {
+                // A line the reference learns from never takes the fast path.
+                if learns {
                     assert!(
                         kind.is_some_and(is_learned_from),
                         "{:?}",

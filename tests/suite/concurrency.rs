@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::harness::{Daemon, Gate};
+use super::harness::{Daemon, Gate, READ_TIMEOUT};
 
 #[tokio::test]
 async fn many_interleaved_runs_each_complete_and_in_order() {
@@ -225,17 +225,42 @@ async fn a_second_turn_on_a_running_thread_waits_for_it() {
             break;
         }
     }
-    gate.open().await;
-    let (runs, _) = d.collect(&["first", "second"]).await;
-    runs["first"].assert_ok();
-    let second = &runs["second"];
-    second.assert_ok();
-    assert_eq!(second.end["thread_id"], thread.as_str());
+    // Not merely slow: the dispatcher holds it back, for that thread.
+    d.send(json!({"type": "status"})).await;
+    let status = d.wait_for(|l| l["type"] == "status").await;
+    assert_eq!(status["queued"][0]["id"], "second", "{status}");
     assert_eq!(
-        second.agent_texts(),
-        ["echo: two (turn 2)"],
-        "resumed the same rollout"
+        status["queued"][0]["thread_id"],
+        thread.as_str(),
+        "{status}"
     );
+    gate.open().await;
+    // Every line of `second` comes after `first`'s end.
+    let mut first_ended = false;
+    let mut second_lines = Vec::new();
+    while second_lines
+        .last()
+        .map_or(true, |l: &serde_json::Value| l["type"] != "end")
+    {
+        let line = d.next_line().await;
+        if line["id"] == "first" && line["type"] == "end" {
+            assert_eq!(line["status"], "ok", "{line}");
+            first_ended = true;
+        } else if line["id"] == "second" {
+            assert!(first_ended, "second ran before first ended: {line}");
+            second_lines.push(line);
+        }
+    }
+    let end = second_lines.last().unwrap();
+    assert_eq!(end["status"], "ok", "{end}");
+    assert_eq!(end["thread_id"], thread.as_str());
+    let texts: Vec<&str> = second_lines
+        .iter()
+        .filter(|l| l["event"]["type"] == "item.completed")
+        .filter(|l| l["event"]["item"]["type"] == "agent_message")
+        .filter_map(|l| l["event"]["item"]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["echo: two (turn 2)"], "resumed the same rollout");
     d.assert_clean_exit().await;
 }
 
@@ -280,7 +305,13 @@ async fn backpressure_bounds_memory_when_stdout_is_read_slowly() {
         json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "many", "FAKE_CODEX_EVENTS": "100000", "FAKE_CODEX_PAYLOAD": "1024"}}),
     )
     .await;
-    let mut max_rss_kib = 0;
+    // Nothing is read until stdout's pipe is full and codex itself waits on
+    // its own pipe: the daemon then holds all it will ever hold.
+    d.wait_stdout_pipe_full().await;
+    let codex = d.wait_record("flood").await["pid"].as_u64().unwrap();
+    wait_blocked_writing(codex).await;
+    let mut max_rss_kib = rss_kib(pid);
+    eprintln!("BACKPRESSURE: codex blocked on its pipe, daemon RSS {max_rss_kib} KiB");
     let mut items = 0;
     loop {
         let line = d.next_line().await;
@@ -296,17 +327,7 @@ async fn backpressure_bounds_memory_when_stdout_is_read_slowly() {
             items += 1;
         }
         if items % 5000 == 0 {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-            let rss: u64 = status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .unwrap()
-                .split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse()
-                .unwrap();
-            max_rss_kib = max_rss_kib.max(rss);
+            max_rss_kib = max_rss_kib.max(rss_kib(pid));
         }
     }
     assert_eq!(items, 100_000);
@@ -318,10 +339,51 @@ async fn backpressure_bounds_memory_when_stdout_is_read_slowly() {
     d.assert_clean_exit().await;
 }
 
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Waits until process `pid` sleeps in a pipe write (its reader has stopped
+/// reading), as the kernel tells through `wchan`; where `wchan` names
+/// nothing for a sleeping process (a kernel without it), only notes that it
+/// could not be checked.
+async fn wait_blocked_writing(pid: u64) {
+    let read = |file: &str| std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+    let blocked = async {
+        loop {
+            let sleeping = read("stat")
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'));
+            let wchan = read("wchan");
+            if wchan.contains("pipe_write") {
+                return;
+            }
+            if sleeping && matches!(wchan.trim(), "" | "0") {
+                eprintln!("NOTE: no wchan here: codex's blocking on its pipe is not checked");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(READ_TIMEOUT, blocked)
+        .await
+        .unwrap_or_else(|_| panic!("codex never waited on its pipe: the daemon read on"));
+}
+
 #[tokio::test]
 async fn a_slow_stdout_reader_does_not_lose_lines() {
-    // The harness reads only after every request is written and the runs
-    // have produced far more than the pipe holds: backpressure, not loss.
+    // Nothing is read until stdout's pipe is full and the runs go on
+    // producing far more than it holds: backpressure, not loss.
     let mut d = Daemon::builder()
         .arg("--max-concurrent")
         .arg("4")
@@ -334,6 +396,7 @@ async fn a_slow_stdout_reader_does_not_lose_lines() {
         )
         .await;
     }
+    d.wait_stdout_pipe_full().await;
     let (runs, _) = d.collect(&["b0", "b1", "b2", "b3"]).await;
     for run in runs.values() {
         run.assert_ok();

@@ -36,7 +36,10 @@ async fn cancel_leaves_no_descendant_alive() {
             pids[1]
         );
     } else {
-        eprintln!("NOTE: no writable cgroup2 here; a grandchild reparented away from codex is out of reach of process groups");
+        // Reparented away from codex but still in its process group: the
+        // group's kill reaches it (the end does not wait for it).
+        wait_gone(pids[1], READ_TIMEOUT).await;
+        eprintln!("NOTE: no writable cgroup2 here; the cgroup path is not tested");
     }
     assert!(d.leftover_turn_files().is_empty());
     d.assert_clean_exit().await;
@@ -61,10 +64,9 @@ async fn without_cgroups_cancel_still_reaches_setsid_commands() {
         "the setsid-ed command {} survived",
         pids[0]
     );
-    // pids[1] was reparented before the stop: out of reach without a cgroup
-    // (docs/reliability.md). Clean it up ourselves.
-    // SAFETY: kill with a pid from this test.
-    unsafe { libc::kill(pids[1] as libc::pid_t, libc::SIGKILL) };
+    // pids[1] was reparented away from codex but stayed in its process
+    // group: the group's kill reaches it (the end does not wait for it).
+    wait_gone(pids[1], READ_TIMEOUT).await;
     d.assert_clean_exit().await;
 }
 
@@ -511,12 +513,17 @@ async fn a_sigkilled_daemon_takes_codex_along_and_the_next_one_cleans_up() {
         !std::path::Path::new(&home).exists(),
         "the stale turn dir (with its secrets) was not removed"
     );
-    if cgroup {
-        for pid in pids {
+    for pid in pids {
+        if cgroup {
             assert!(
                 !alive(pid),
                 "descendant {pid} of the dead daemon's turn survived"
             );
+        } else {
+            // Nothing reaches what a SIGKILLed daemon's turn left outside
+            // a cgroup (docs/reliability.md): not left for ten minutes.
+            // SAFETY: kill with a pid from this test.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
     }
     second.assert_clean_exit().await;

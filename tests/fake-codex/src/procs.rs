@@ -84,8 +84,10 @@ fn gate(ctx: &Ctx) -> i32 {
 }
 
 /// Leaves two `sleep 600`s that outlive a careless kill: one in its own session (as
-/// codex runs commands) and one orphan reparented away from us but still in our
-/// process group. Reports their pids in a command_execution item, then hangs.
+/// codex runs commands), which only a walk of codex's tree or a cgroup reaches,
+/// and one orphan reparented away from us but still in our process group, which
+/// the group's kill reaches too. Reports their pids in a command_execution item,
+/// then hangs.
 fn spawn_descendants(ctx: &Ctx) -> i32 {
     let pids = match (spawn_setsid_sleep(), spawn_orphan_sleep()) {
         (Ok(a), Ok(b)) => [a, b],

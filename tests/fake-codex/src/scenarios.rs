@@ -25,7 +25,6 @@ pub const NAMES: &[&str] = &[
     "no_stdin_read",
     "close_stdout",
     "spawn_descendants",
-    "echo_env",
 ];
 
 /// Runs scenario `name` and returns the exit code (some scenarios never return).
@@ -62,15 +61,6 @@ pub fn run(name: &str, ctx: &Ctx) -> i32 {
         }
         "many" => many(ctx, 100, 0),
         "slow" => many(ctx, 5, 50),
-        "echo_env" => {
-            let mut names: Vec<String> = std::env::vars_os()
-                .map(|(k, _)| k.to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            events::begin(ctx);
-            events::finish(ctx, &serde_json::to_string(&names).unwrap_or_default());
-            0
-        }
         other => procs::run(other, ctx),
     }
 }
