@@ -29,6 +29,18 @@ pub enum ConfigError {
     /// A number in `params.config` does not fit TOML.
     #[error("params.config.{0}: number out of TOML's range")]
     Number(String),
+    /// A request server and a server of the base config map to the same
+    /// tool namespace (`a.b` and `a_b` are both `mcp__a_b`): which one's
+    /// tools the model would get is not defined.
+    #[error("params.mcp_servers.{ours}: its tools would share the namespace `{namespace}` with the base config's server `{theirs}`: rename it")]
+    NamespaceClash {
+        /// The request's server.
+        ours: String,
+        /// The base config's server.
+        theirs: String,
+        /// The namespace both map to.
+        namespace: String,
+    },
 }
 
 /// Parses the base config (an absent file is an empty document).
@@ -150,6 +162,18 @@ pub fn synthesize_from(
     let servers = table_at(doc.as_table_mut(), "mcp_servers")?;
     servers.set_implicit(true);
     for (name, server) in p.mcp_servers {
+        // One of the same name is replaced; one of another name whose
+        // tools would land in the same namespace is a clash.
+        let namespace = runner_protocol::tool_namespace(name);
+        if let Some((theirs, _)) = servers.iter().find(|(theirs, _)| {
+            *theirs != name && runner_protocol::tool_namespace(theirs) == namespace
+        }) {
+            return Err(ConfigError::NamespaceClash {
+                ours: name.clone(),
+                theirs: theirs.to_owned(),
+                namespace,
+            });
+        }
         servers.insert(name, Item::Table(server_table(server)));
     }
 

@@ -213,3 +213,30 @@ fn invalid_base_and_out_of_range_numbers_are_errors() {
         Err(ConfigError::Number(_))
     ));
 }
+
+#[test]
+fn a_request_server_sharing_a_base_servers_tool_namespace_is_an_error() {
+    let base = "[mcp_servers.a_b]\nurl = \"http://127.0.0.1:1/mcp\"\n";
+    let mut doc = parse_base(Some(base)).unwrap();
+    let p =
+        params(json!({"prompt": "x", "mcp_servers": {"a.b": {"url": "http://127.0.0.1:2/mcp"}}}));
+    let error = synthesize(&mut doc, "r", &p).unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::NamespaceClash { ours, theirs, namespace }
+            if ours == "a.b" && theirs == "a_b" && namespace == "mcp__a_b"),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().starts_with("params.mcp_servers.a.b: "),
+        "{error}"
+    );
+    // The same name replaces the base server, as before.
+    let mut doc = parse_base(Some(base)).unwrap();
+    let p =
+        params(json!({"prompt": "x", "mcp_servers": {"a_b": {"url": "http://127.0.0.1:2/mcp"}}}));
+    synthesize(&mut doc, "r", &p).unwrap();
+    assert_eq!(
+        doc["mcp_servers"]["a_b"]["url"].as_str(),
+        Some("http://127.0.0.1:2/mcp")
+    );
+}
