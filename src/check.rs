@@ -130,11 +130,12 @@ fn preview(home: &HomeSettings, id: &str, p: &RunParams) -> Result<String, Strin
     let base = match crate::codex_home::read_config(&path) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(format!(
-                "cannot prepare the turn's CODEX_HOME: reading {}: {e}",
-                path.display()
-            ))
+        Err(source) => {
+            return Err(crate::diag::chain(&crate::codex_home::HomeError::Io {
+                what: "reading",
+                path,
+                source,
+            }))
         }
     };
     let mut doc = config_toml::parse_base(base.as_deref()).map_err(|e| e.to_string())?;

@@ -111,6 +111,11 @@ pub enum HomeError {
     /// The config could not be synthesised.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The turn root exists but is not a directory of ours: it may sit in a
+    /// world-writable place (/dev/shm), where another user could have made
+    /// it first.
+    #[error("the turn root {0} is not a directory owned by this user")]
+    TurnRootNotOurs(PathBuf),
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> HomeError + 'a {
@@ -199,11 +204,7 @@ pub fn ensure_turn_root(root: &Path) -> Result<(), HomeError> {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     if !meta.is_dir() || meta.uid() != uid {
-        return Err(HomeError::Io {
-            what: "refusing a turn root that is not a directory owned by us:",
-            path: root.to_path_buf(),
-            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-        });
+        return Err(HomeError::TurnRootNotOurs(root.to_path_buf()));
     }
     if meta.mode() & 0o077 != 0 {
         fs::set_permissions(root, fs::Permissions::from_mode(0o700))

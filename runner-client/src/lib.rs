@@ -9,9 +9,10 @@
 //! - [`Runner::shutdown`] closes the daemon's stdin, lets every run finish and
 //!   waits for the daemon to exit.
 //!
-//! One task reads the daemon's stdout and hands each line to its run's
-//! channel, another reads stderr for `diag` and `fatal` lines. Every way the
-//! child can fail reaches the runs it affects as a [`ClientError`].
+//! Three tasks serve the daemon's pipes: one writes requests to its stdin,
+//! one reads its stdout and hands each line to its run's channel, one reads
+//! its stderr for `diag` and `fatal` lines. Every way the child can fail
+//! reaches the runs it affects as a [`ClientError`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), codex_runner_client::ClientError> {
