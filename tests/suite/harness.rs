@@ -264,6 +264,7 @@ impl DaemonBuilder {
             }
         });
         Daemon {
+            pid: child.id().expect("just started"),
             child,
             stdin,
             stdout,
@@ -281,6 +282,8 @@ impl DaemonBuilder {
 
 pub struct Daemon {
     pub child: Child,
+    /// The daemon's pid, known after it exited too.
+    pid: u32,
     stdin: Option<ChildStdin>,
     stdout: Option<Lines<BufReader<ChildStdout>>>,
     stderr_lines: Arc<Mutex<Vec<String>>>,
@@ -345,7 +348,7 @@ impl Daemon {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id().expect("daemon still running")
+        self.pid
     }
 
     pub fn signal(&self, signal: i32) {
@@ -557,22 +560,35 @@ impl Daemon {
             "turn dirs outlived the daemon: {:?}",
             self.leftover_turn_dirs()
         );
-        if let Some(cgroup) = self.daemon_cgroup() {
-            assert!(
-                !cgroup.exists(),
-                "the daemon's cgroup {} outlived it; stderr:\n{}",
-                cgroup.display(),
-                self.stderr()
-            );
-        }
+        let left = self.daemon_cgroups();
+        assert!(
+            left.is_empty(),
+            "the daemon's cgroup {left:?} outlived it; stderr:\n{}",
+            self.stderr()
+        );
     }
 
-    /// The daemon's cgroup, under which its turns' are, if its start-up log
-    /// named one.
-    pub fn daemon_cgroup(&self) -> Option<PathBuf> {
-        let stderr = self.stderr();
-        let (_, rest) = stderr.split_once("per-turn cgroups enabled cgroup=")?;
-        Some(PathBuf::from(rest.split_whitespace().next()?))
+    /// The cgroups this daemon made for its turns
+    /// (`codex-runner-<pid>-…`, beside the cgroup it was started in, which
+    /// is this test process's), whatever its log level said.
+    pub fn daemon_cgroups(&self) -> Vec<PathBuf> {
+        let Some(parent) = own_cgroup_dir() else {
+            return Vec::new();
+        };
+        let prefix = format!("codex-runner-{}-", self.pid());
+        let exact = format!("codex-runner-{}", self.pid());
+        std::fs::read_dir(&parent)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name == exact || name.starts_with(&prefix)
+                    })
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Waits until the daemon's stderr has a line containing `needle`.
@@ -775,6 +791,18 @@ pub fn alive(pid: u64) -> bool {
 
 pub async fn wait_gone(pid: u64, within: Duration) {
     codex_runner_test_support::wait_gone(pid as u32, within).await
+}
+
+/// The cgroup2 directory of this process, if cgroup2 is mounted.
+fn own_cgroup_dir() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        (post.split_whitespace().next()? == "cgroup2").then(|| pre.split_whitespace().nth(4))?
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(Path::new(mount).join(own.trim_start_matches('/')))
 }
 
 /// Whether the daemon runs turns in cgroups, from its start-up log (one of
