@@ -343,6 +343,16 @@ impl Daemon {
             .await;
     }
 
+    /// Starts run `id` with `prompt`, held at a new gate (the `gate`
+    /// scenario) once its turn has started; the gate releases it.
+    pub async fn run_at_gate(&mut self, id: &str, prompt: &str) -> Gate {
+        let gate = Gate::new();
+        self.run(id, json!({"prompt": prompt, "env": gate.env()}))
+            .await;
+        self.wait_turn_started(id).await;
+        gate
+    }
+
     pub async fn cancel(&mut self, id: &str) {
         self.send(json!({"type": "cancel", "id": id})).await;
     }
@@ -791,6 +801,15 @@ pub fn alive(pid: u64) -> bool {
 
 pub async fn wait_gone(pid: u64, within: Duration) {
     codex_runner_test_support::wait_gone(pid as u32, within).await
+}
+
+/// Kills a process a test's turn left running on purpose (it escaped the
+/// daemon's reach), and waits until it is gone.
+pub async fn kill_escaped(pid: u64) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is one a
+    // test's turn started and that is alive or a zombie of ours.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    wait_gone(pid, READ_TIMEOUT).await;
 }
 
 /// The cgroup2 directory of this process, if cgroup2 is mounted.

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::harness::{Daemon, Gate};
+use super::harness::Daemon;
 
 /// What a line must be answered with.
 enum Expect {
@@ -372,10 +372,7 @@ fn table() -> Vec<(&'static str, Vec<u8>, Expect)> {
 #[tokio::test]
 async fn a_table_of_bad_lines_each_gets_a_precise_answer() {
     let mut d = Daemon::start().await;
-    let gate = Gate::new();
-    d.run("live", json!({"prompt": "still here", "env": gate.env()}))
-        .await;
-    d.wait_turn_started("live").await;
+    let gate = d.run_at_gate("live", "still here").await;
 
     let table = table();
     assert!(table.len() >= 40);

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::harness::{
-    alive, children_of, containment_is_cgroup, pid_namespaces_work, start_descendants, wait_gone,
-    Daemon, Gate, READ_TIMEOUT,
+    alive, children_of, containment_is_cgroup, kill_escaped, pid_namespaces_work,
+    start_descendants, wait_gone, Daemon, Gate, READ_TIMEOUT,
 };
 
 #[tokio::test]
@@ -94,9 +94,7 @@ async fn an_escaped_grandchild_holding_the_pipes_does_not_hold_the_end() {
     let run = d.collect_one("leaky").await;
     assert_eq!(run.code(), Some("cancelled"));
     assert!(alive(orphan), "the test needs the escaped grandchild alive");
-    // SAFETY: kill with a pid from this test.
-    unsafe { libc::kill(orphan as libc::pid_t, libc::SIGKILL) };
-    wait_gone(orphan, READ_TIMEOUT).await;
+    kill_escaped(orphan).await;
     d.assert_clean_exit().await;
 }
 
@@ -152,9 +150,7 @@ async fn a_stdout_held_after_codex_exits_ends_with_the_cgroup_or_on_a_stop() {
             d.cancel("held").await;
             // Codex had already ended the turn by itself: still ok.
             assert_whole_ok_turn(&d.collect_one("held").await);
-            // SAFETY: kill with a pid from this test.
-            unsafe { libc::kill(leftover as libc::pid_t, libc::SIGKILL) };
-            wait_gone(leftover, READ_TIMEOUT).await;
+            kill_escaped(leftover).await;
         }
         d.assert_clean_exit().await;
     }
@@ -173,9 +169,7 @@ async fn a_stdout_held_after_codex_exits_is_read_for_the_grace_period_then_its_r
     // Before, the unterminated last line was dropped when the wait ended.
     assert_whole_ok_turn(&d.collect_one("held").await);
     assert!(alive(leftover), "the test needs the escaped process alive");
-    // SAFETY: kill with a pid from this test.
-    unsafe { libc::kill(leftover as libc::pid_t, libc::SIGKILL) };
-    wait_gone(leftover, READ_TIMEOUT).await;
+    kill_escaped(leftover).await;
     d.assert_clean_exit().await;
 }
 
@@ -356,11 +350,7 @@ async fn as_pid_1_it_reaps_orphans_and_spares_daemons_outside_its_namespace() {
     }
     let root = Arc::new(super::harness::turn_root_dir());
     let mut outside = Daemon::builder().turn_root(root.clone()).start().await;
-    let gate = Gate::new();
-    outside
-        .run("held", json!({"prompt": "x", "env": gate.env()}))
-        .await;
-    outside.wait_turn_started("held").await;
+    let gate = outside.run_at_gate("held", "x").await;
     let home = outside.record("held")["codex_home"]
         .as_str()
         .unwrap()
@@ -522,8 +512,7 @@ async fn a_sigkilled_daemon_takes_codex_along_and_the_next_one_cleans_up() {
         } else {
             // Nothing reaches what a SIGKILLed daemon's turn left outside
             // a cgroup (docs/reliability.md): not left for ten minutes.
-            // SAFETY: kill with a pid from this test.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            kill_escaped(pid).await;
         }
     }
     second.assert_clean_exit().await;

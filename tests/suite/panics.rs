@@ -2,11 +2,9 @@
 //! build (`CODEX_RUNNER_TEST_PANIC`, see `src/fault.rs`) at each of the
 //! daemon's owners.
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use super::harness::{alive, containment_is_cgroup, start_descendants, wait_gone, Daemon};
+use super::harness::{alive, containment_is_cgroup, kill_escaped, start_descendants, Daemon};
 
 /// The fault points exist only in debug builds, which is what `cargo test`
 /// runs (a release-mode run of these tests would see no panic, and fail).
@@ -35,9 +33,7 @@ async fn assert_turn_processes_gone(d: &Daemon, codex: u64, pids: &[u64]) {
             pids[1]
         );
     } else if alive(pids[1]) {
-        // SAFETY: kill with a pid this test's turn started.
-        unsafe { libc::kill(pids[1] as libc::pid_t, libc::SIGKILL) };
-        wait_gone(pids[1], Duration::from_secs(5)).await;
+        kill_escaped(pids[1]).await;
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::harness::{fake_codex_bin, runner_bin, turn_root_dir, Daemon, Gate, READ_TIMEOUT};
+use super::harness::{fake_codex_bin, runner_bin, turn_root_dir, Daemon, READ_TIMEOUT};
 
 /// Flags the daemon cannot start with get a `fatal` line (what a client
 /// reads) and exit 2, whether clap or the daemon refuses them; before, clap's
@@ -174,10 +174,7 @@ async fn every_bad_line_gets_an_answer_and_live_runs_are_undisturbed() {
         .arg("4096")
         .start()
         .await;
-    let gate = Gate::new();
-    d.run("live", json!({"prompt": "held", "env": gate.env()}))
-        .await;
-    d.wait_turn_started("live").await;
+    let gate = d.run_at_gate("live", "held").await;
 
     d.send_raw(b"{this is not json\n").await;
     // Blank lines get no answer but are counted; `\r\n` ends a line too.
@@ -377,10 +374,7 @@ async fn a_time_limit_counts_from_the_turns_start_not_its_queueing() {
         .arg("1")
         .start()
         .await;
-    let gate = Gate::new();
-    d.run("held", json!({"prompt": "x", "env": gate.env()}))
-        .await;
-    d.wait_turn_started("held").await;
+    let gate = d.run_at_gate("held", "x").await;
     d.run("queued", json!({"prompt": "x", "timeout_secs": 0.2}))
         .await;
     // Waits (by the daemon's own clock) until the run has been queued for
@@ -418,10 +412,7 @@ async fn status_lists_running_and_queued_runs() {
         .arg("1")
         .start()
         .await;
-    let gate = Gate::new();
-    d.run("held", json!({"prompt": "x", "env": gate.env()}))
-        .await;
-    d.wait_turn_started("held").await;
+    let gate = d.run_at_gate("held", "x").await;
     d.run(
         "waiting",
         json!({"prompt": "y", "resume": "00000000-0000-7000-8000-000000000007"}),
