@@ -248,6 +248,7 @@ mod tests {
             base_home: base.path().to_path_buf(),
             turn_root: base.path().to_path_buf(),
             idle: Default::default(),
+            templates: Default::default(),
         };
         // Saved by a Windows tool: a byte order mark first, read past.
         let input = concat!(
@@ -327,6 +328,7 @@ mod tests {
             base_home: base.path().to_path_buf(),
             turn_root: base.path().to_path_buf(),
             idle: Default::default(),
+            templates: Default::default(),
         };
         let line = br#"{"type":"run","id":"a","params":{"prompt":"x","cwd":"/nonexistent/dir"}}"#;
         let mut out = Vec::new();
@@ -356,6 +358,7 @@ mod tests {
             base_home: base.path().to_path_buf(),
             turn_root: base.path().to_path_buf(),
             idle: Default::default(),
+            templates: Default::default(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

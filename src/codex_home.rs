@@ -43,7 +43,7 @@ use toml_edit::DocumentMut;
 use crate::codex_bin::CodexBin;
 use crate::config_template::RecentConfigs;
 use crate::config_toml::{self, ConfigError};
-use crate::db_template;
+use crate::db_template::DbTemplates;
 use crate::home_pool::{self, IdleHomes, Links};
 
 /// Entries of the base home linked into every turn's home (when present).
@@ -92,6 +92,9 @@ pub struct HomeSettings {
     /// Homes of finished turns, kept for later ones (see
     /// [`TurnHome::recycle`]); removed with [`IdleHomes::clear`] at exit.
     pub idle: Arc<IdleHomes>,
+    /// Codex's databases, copied into each home once built (the default
+    /// builds none); stopped with [`DbTemplates::stop`] at exit.
+    pub templates: DbTemplates,
 }
 
 /// Why a turn's home could not be prepared.
@@ -245,7 +248,7 @@ pub fn prepare(
     let config_text = snapshot
         .configs
         .render(snapshot.config.as_ref(), run_id, params)?;
-    let template = codex.and_then(db_template::for_codex);
+    let template = codex.and_then(|codex| settings.templates.for_codex(codex));
 
     let reused = settings.idle.take(&snapshot.links);
     let linked = reused.is_some();
@@ -529,6 +532,7 @@ mod tests {
             base_home: base.path().to_path_buf(),
             turn_root: turn_root.clone(),
             idle: Default::default(),
+            templates: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({
             "prompt": "x", "output_schema": {"type": "object"}
@@ -575,6 +579,7 @@ mod tests {
             base_home: root.path().join("home"),
             turn_root: root.path().to_path_buf(),
             idle: Default::default(),
+            templates: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let mut seen = None;
@@ -596,6 +601,7 @@ mod tests {
             base_home: base.path().to_path_buf(),
             turn_root: root.path().to_path_buf(),
             idle: Default::default(),
+            templates: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let config_of = |settings: &HomeSettings| {
@@ -644,6 +650,7 @@ mod tests {
             base_home: base.path().to_path_buf(),
             turn_root: root.path().to_path_buf(),
             idle: Default::default(),
+            templates: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let home = prepare(&settings, None, "r1", &params).unwrap();
@@ -706,6 +713,7 @@ exit 3
             base_home: dir.join("home"),
             turn_root: root.clone(),
             idle: Default::default(),
+            templates: DbTemplates::building(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -781,6 +789,7 @@ exit 3
             base_home: base,
             turn_root: root.path().to_path_buf(),
             idle: Default::default(),
+            templates: Default::default(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -806,6 +815,7 @@ exit 3
             base_home: root.path().join("nonexistent-home"),
             turn_root: root.path().to_path_buf(),
             idle: Default::default(),
+            templates: Default::default(),
         };
         let params: RunParams = serde_json::from_value(serde_json::json!({"prompt": "x"})).unwrap();
         let home = prepare(&settings, None, "r1", &params).unwrap();

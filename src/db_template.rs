@@ -12,7 +12,7 @@
 //!
 //! So the daemon starts a build in the background when it starts (and the
 //! first turn for another codex binary, if the binary is replaced: see
-//! [`for_codex`]), in a scratch home with a config of our own and a cleared
+//! [`DbTemplates::for_codex`]), in a scratch home with a config of our own and a cleared
 //! environment (no request, no secrets, no user config), and never the model:
 //! 1. `codex exec` of one turn against a provider whose API key variable is
 //!    unset: codex creates the thread (and so every database), fails the turn
@@ -33,7 +33,9 @@
 //! backfill; `resume` still finds a thread's rollout by searching
 //! `sessions/`, as it does for any thread its database does not know.
 //! Templates are keyed by the codex binary (inode, size, mtime) and rebuilt
-//! when it changes. `CODEX_RUNNER_STATE_TEMPLATE=0` turns them off.
+//! when it changes. `CODEX_RUNNER_STATE_TEMPLATE=0` turns them off. One
+//! [`DbTemplates`] holds a daemon's templates and its running build, which
+//! [`DbTemplates::stop`] ends at the daemon's exit.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -42,7 +44,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::codex_bin::CodexBin;
@@ -63,105 +65,145 @@ enum Slot {
     Unavailable,
 }
 
-/// The templates for `bin`, if ready; starts building them on first use.
-pub fn for_codex(bin: &CodexBin) -> Option<Arc<DbTemplate>> {
-    static SLOTS: OnceLock<Mutex<HashMap<FileKey, Slot>>> = OnceLock::new();
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    if !*ENABLED
-        .get_or_init(|| std::env::var_os("CODEX_RUNNER_STATE_TEMPLATE").map_or(true, |v| v != "0"))
-    {
-        return None;
+/// A daemon's database templates, one set per codex binary, and the build
+/// under way. Cheap to clone: the clones share them. The default builds
+/// none (a library user's or a test's homes go without).
+#[derive(Clone, Default)]
+pub struct DbTemplates(Arc<Templates>);
+
+#[derive(Default)]
+struct Templates {
+    /// `false`: no template is ever built.
+    enabled: bool,
+    slots: Mutex<HashMap<FileKey, Slot>>,
+    /// What the build has running, so that [`DbTemplates::stop`] can end it.
+    running: Mutex<Running>,
+}
+
+impl std::fmt::Debug for DbTemplates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbTemplates")
+            .field("enabled", &self.0.enabled)
+            .finish_non_exhaustive()
     }
-    let key = FileKey::of(&fs::metadata(&bin.program).ok()?);
-    let slots = SLOTS.get_or_init(Default::default);
-    let mut guard = slots.lock().expect("template slots");
-    match guard.get(&key) {
-        Some(Slot::Ready(template)) => return Some(template.clone()),
-        Some(_) => return None,
-        None => {}
+}
+
+impl DbTemplates {
+    /// Templates built for each codex binary as it is first used.
+    pub fn building() -> DbTemplates {
+        DbTemplates(Arc::new(Templates {
+            enabled: true,
+            ..Templates::default()
+        }))
     }
-    guard.insert(key, Slot::Building);
-    drop(guard);
-    let bin = bin.clone();
-    let spawned = std::thread::Builder::new()
-        .name("db-template".into())
-        .spawn(move || {
-            let slot = match build(&bin) {
-                Ok(template) => {
-                    let thread_history = template
-                        .files
-                        .iter()
-                        .any(|(n, _)| n.to_string_lossy().starts_with("thread_history_"));
-                    tracing::info!(
-                        files = template.files.len(),
-                        thread_history,
-                        "codex database templates ready"
-                    );
-                    Slot::Ready(Arc::new(template))
-                }
-                // A build cut short by the daemon's exit costs no turn.
-                Err(why) if running().stopped => {
-                    tracing::debug!("codex database templates not built: {why}");
-                    Slot::Unavailable
-                }
-                Err(why) => {
-                    // Every turn then pays codex's database set-up (~50 ms
-                    // of CPU, more with many rollouts): worth a warning.
-                    tracing::warn!(
-                        program = %bin.program.display(),
-                        "no codex database templates, turns go without: {why}"
-                    );
-                    Slot::Unavailable
-                }
-            };
-            slots.lock().expect("template slots").insert(key, slot);
-        });
-    if spawned.is_err() {
-        slots
-            .lock()
-            .expect("template slots")
-            .insert(key, Slot::Unavailable);
+
+    /// Templates as the environment asks: built unless
+    /// `CODEX_RUNNER_STATE_TEMPLATE=0`.
+    pub fn from_env() -> DbTemplates {
+        match std::env::var_os("CODEX_RUNNER_STATE_TEMPLATE") {
+            Some(v) if v == "0" => DbTemplates::default(),
+            _ => DbTemplates::building(),
+        }
     }
-    None
+
+    /// The templates for `bin`, if ready; starts building them on first use.
+    pub fn for_codex(&self, bin: &CodexBin) -> Option<Arc<DbTemplate>> {
+        if !self.0.enabled {
+            return None;
+        }
+        let key = FileKey::of(&fs::metadata(&bin.program).ok()?);
+        let mut guard = self.0.slots.lock().expect("template slots");
+        match guard.get(&key) {
+            Some(Slot::Ready(template)) => return Some(template.clone()),
+            Some(_) => return None,
+            None => {}
+        }
+        guard.insert(key, Slot::Building);
+        drop(guard);
+        let bin = bin.clone();
+        let templates = self.0.clone();
+        let spawned = std::thread::Builder::new()
+            .name("db-template".into())
+            .spawn(move || {
+                let slot = match build(&templates, &bin) {
+                    Ok(template) => {
+                        let thread_history = template
+                            .files
+                            .iter()
+                            .any(|(n, _)| n.to_string_lossy().starts_with("thread_history_"));
+                        tracing::info!(
+                            files = template.files.len(),
+                            thread_history,
+                            "codex database templates ready"
+                        );
+                        Slot::Ready(Arc::new(template))
+                    }
+                    // A build cut short by the daemon's exit costs no turn.
+                    Err(why) if templates.running().stopped => {
+                        tracing::debug!("codex database templates not built: {why}");
+                        Slot::Unavailable
+                    }
+                    Err(why) => {
+                        // Every turn then pays codex's database set-up (~50 ms
+                        // of CPU, more with many rollouts): worth a warning.
+                        tracing::warn!(
+                            program = %bin.program.display(),
+                            "no codex database templates, turns go without: {why}"
+                        );
+                        Slot::Unavailable
+                    }
+                };
+                templates
+                    .slots
+                    .lock()
+                    .expect("template slots")
+                    .insert(key, slot);
+            });
+        if spawned.is_err() {
+            self.0
+                .slots
+                .lock()
+                .expect("template slots")
+                .insert(key, Slot::Unavailable);
+        }
+        None
+    }
+
+    /// For the daemon's exit: kills the process group of a build's codex,
+    /// if one runs, removes the build's scratch dirs, and starts no more.
+    /// The build thread then fails (and never reaps a pid it did not spawn:
+    /// the group is killed and the child reaped under the same lock).
+    pub fn stop(&self) {
+        let mut running = self.0.running();
+        running.stopped = true;
+        if let Some(group) = running.group.take() {
+            // SAFETY: kill has no memory-safety preconditions; the group is
+            // our unreaped child's own (process_group(0)).
+            unsafe { libc::killpg(group, libc::SIGKILL) };
+        }
+        for dir in running.scratch.drain(..) {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Templates {
+    fn running(&self) -> MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub(crate) const SCRATCH_PREFIX: &str = "codex-runner-db-template-";
 
 /// What a build has running, so that the daemon's exit can end it.
+#[derive(Default)]
 struct Running {
-    /// Set by [`stop_builds`]: no new scratch dir, no new codex.
+    /// Set by [`DbTemplates::stop`]: no new scratch dir, no new codex.
     stopped: bool,
     /// The process group of the codex running now.
     group: Option<libc::pid_t>,
     /// Scratch dirs in use.
     scratch: Vec<PathBuf>,
-}
-
-static RUNNING: Mutex<Running> = Mutex::new(Running {
-    stopped: false,
-    group: None,
-    scratch: Vec::new(),
-});
-
-fn running() -> std::sync::MutexGuard<'static, Running> {
-    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// For the daemon's exit: kills the process group of a build's codex, if one
-/// runs, removes the build's scratch dirs, and starts no more. The build
-/// thread then fails (and never reaps a pid it did not spawn: the group is
-/// killed and the child reaped under the same lock).
-pub fn stop_builds() {
-    let mut running = running();
-    running.stopped = true;
-    if let Some(group) = running.group.take() {
-        // SAFETY: kill has no memory-safety preconditions; the group is
-        // our unreaped child's own (process_group(0)).
-        unsafe { libc::killpg(group, libc::SIGKILL) };
-    }
-    for dir in running.scratch.drain(..) {
-        let _ = fs::remove_dir_all(dir);
-    }
 }
 
 /// Both recipes together may take this long; then codex is killed.
@@ -202,11 +244,13 @@ pub(crate) fn clean_stale(tmp: &Path) {
 /// first, by the next daemon's build (the name has our pid).
 struct Scratch {
     dir: tempfile::TempDir,
+    /// Whose build this is: it records the scratch dir and codex's group.
+    templates: Arc<Templates>,
 }
 
 impl Scratch {
-    fn new(config: &str) -> Result<Scratch, String> {
-        let mut running = running();
+    fn new(templates: &Arc<Templates>, config: &str) -> Result<Scratch, String> {
+        let mut running = templates.running();
         if running.stopped {
             return Err("the daemon is exiting".into());
         }
@@ -220,7 +264,10 @@ impl Scratch {
             .map_err(|e| e.to_string())?;
         running.scratch.push(dir.path().to_path_buf());
         drop(running);
-        let scratch = Scratch { dir };
+        let scratch = Scratch {
+            dir,
+            templates: templates.clone(),
+        };
         fs::create_dir(scratch.home()).map_err(|e| e.to_string())?;
         fs::write(scratch.home().join("config.toml"), config).map_err(|e| e.to_string())?;
         Ok(scratch)
@@ -260,7 +307,7 @@ impl Scratch {
             command.env("HOME", home);
         }
         let mut child = {
-            let mut running = running();
+            let mut running = self.templates.running();
             if running.stopped {
                 return Err("the daemon is exiting".into());
             }
@@ -272,9 +319,9 @@ impl Scratch {
             let _ = stdin.write_all(b"x");
         }
         let status = loop {
-            // Under the lock: `stop_builds` never kills a reaped pid's group.
+            // Under the lock: `stop` never kills a reaped pid's group.
             let polled = {
-                let mut running = running();
+                let mut running = self.templates.running();
                 let polled = child.try_wait();
                 if !matches!(polled, Ok(None)) {
                     running.group = None;
@@ -287,7 +334,7 @@ impl Scratch {
                     std::thread::sleep(Duration::from_millis(20))
                 }
                 _ => {
-                    let mut running = running();
+                    let mut running = self.templates.running();
                     running.group = None;
                     // SAFETY: kill has no memory-safety preconditions; the
                     // group is the unreaped child's own (process_group(0)).
@@ -336,26 +383,33 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         // The dir itself goes with `self.dir`.
-        running().scratch.retain(|dir| dir != self.dir.path());
+        self.templates
+            .running()
+            .scratch
+            .retain(|dir| dir != self.dir.path());
     }
 }
 
-fn build(bin: &CodexBin) -> Result<DbTemplate, String> {
+fn build(templates: &Arc<Templates>, bin: &CodexBin) -> Result<DbTemplate, String> {
     clean_stale(&std::env::temp_dir());
     let deadline = Instant::now() + BUILD_LIMIT;
-    match with_thread_history(bin, deadline) {
+    match with_thread_history(templates, bin, deadline) {
         Ok(template) => Ok(template),
         Err(why) => {
             tracing::debug!("no thread-history template ({why}); the other databases only");
-            without_thread_history(bin, deadline)
+            without_thread_history(templates, bin, deadline)
                 .map_err(|other| format!("{other} (and with a thread deleted: {why})"))
         }
     }
 }
 
 /// Recipe 1: a thread created and deleted.
-fn with_thread_history(bin: &CodexBin, deadline: Instant) -> Result<DbTemplate, String> {
-    let scratch = Scratch::new(NO_MODEL_CONFIG)?;
+fn with_thread_history(
+    templates: &Arc<Templates>,
+    bin: &CodexBin,
+    deadline: Instant,
+) -> Result<DbTemplate, String> {
+    let scratch = Scratch::new(templates, NO_MODEL_CONFIG)?;
     let (_, out) = scratch.run(
         bin,
         &["exec", "--json", "--skip-git-repo-check", "-"],
@@ -381,9 +435,13 @@ fn with_thread_history(bin: &CodexBin, deadline: Instant) -> Result<DbTemplate, 
 }
 
 /// Recipe 2: no thread at all.
-fn without_thread_history(bin: &CodexBin, deadline: Instant) -> Result<DbTemplate, String> {
+fn without_thread_history(
+    templates: &Arc<Templates>,
+    bin: &CodexBin,
+    deadline: Instant,
+) -> Result<DbTemplate, String> {
     const NIL_THREAD: &str = "00000000-0000-0000-0000-000000000000";
-    let scratch = Scratch::new("")?;
+    let scratch = Scratch::new(templates, "")?;
     let args = [
         "exec",
         "--json",

@@ -331,6 +331,7 @@ mod tests {
             base_home: base.path().to_path_buf(),
             turn_root,
             idle: Default::default(),
+            templates: Default::default(),
         };
         (base, root, settings)
     }

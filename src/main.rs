@@ -175,7 +175,7 @@ fn run(cli: Cli) -> ExitCode {
     // background: started now, the first turns get them sooner, and the
     // one-off cost lands at start-up rather than among the first turns.
     if let Ok(codex) = &settings.codex {
-        let _ = codex_runner::db_template::for_codex(codex);
+        let _ = settings.home.templates.for_codex(codex);
     }
     // One thread: a turn is a few syscalls per event, not work for a
     // second core, and every wake-up between two workers costs an eventfd
@@ -195,6 +195,7 @@ fn run(cli: Cli) -> ExitCode {
     };
     let containment = settings.containment.clone();
     let idle_homes = settings.home.idle.clone();
+    let templates = settings.home.templates.clone();
     // What every exit does, whatever ended the daemon: the turns' kept
     // cgroups and homes, the private turn root if we made one, a template
     // build still running.
@@ -204,7 +205,7 @@ fn run(cli: Cli) -> ExitCode {
         if let Some(root) = PRIVATE_TURN_ROOT.get() {
             let _ = std::fs::remove_dir(root);
         }
-        codex_runner::db_template::stop_builds();
+        templates.stop();
     };
     // A panic in a turn ends that run (see `dispatcher`), and one in the
     // reader or writer stops every run (see `daemon`); one in the dispatcher
@@ -321,6 +322,7 @@ fn check(cli: &Cli) -> ExitCode {
         },
         turn_root: PathBuf::new(),
         idle: Default::default(),
+        templates: Default::default(),
     };
     let input = std::io::stdin().lock();
     match codex_runner::check::run(
@@ -392,6 +394,7 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
             base_home,
             turn_root,
             idle: Default::default(),
+            templates: codex_runner::db_template::DbTemplates::from_env(),
         },
         max_concurrent: cli.max_concurrent as usize,
         max_queued: cli.max_queued as usize,

@@ -124,11 +124,12 @@ fn main() {
         base_home: PathBuf::from(arg("--codex-home").expect("--codex-home")),
         turn_root: turn_root.clone(),
         idle: Default::default(),
+        templates: codex_runner::db_template::DbTemplates::from_env(),
     };
     let containment = Containment::start(ContainmentMode::Auto).expect("containment");
     containment.prefill(64);
     codex_home::prefill(&home, 64);
-    let _ = codex_runner::db_template::for_codex(&bin);
+    let _ = home.templates.for_codex(&bin);
     let base_env = Arc::new(spawn::env_entries(
         std::env::vars_os().filter(|(key, _)| key != "RUST_LOG"),
     ));
