@@ -157,7 +157,7 @@ fn redact(doc: &mut DocumentMut) {
 fn redact_table(table: &mut dyn toml_edit::TableLike, path: &mut Vec<String>) {
     for (key, item) in table.iter_mut() {
         let key = key.get().to_owned();
-        let secret_map = key == "http_headers"
+        let secret_map = matches!(key.as_str(), "http_headers" | "headers" | "query_params")
             || (key == "env" && path.first().is_some_and(|k| k == "mcp_servers"))
             || (key == "set" && path.last().is_some_and(|k| k == "shell_environment_policy"));
         match item {
@@ -180,6 +180,18 @@ fn redact_table(table: &mut dyn toml_edit::TableLike, path: &mut Vec<String>) {
                     path.pop();
                 }
             }
+            _ if item.is_array() => {
+                let array = item.as_array_mut().expect("an array");
+                if names_a_secret(&key) {
+                    for value in array.iter_mut() {
+                        if value.is_str() {
+                            *value = Value::from(REDACTED);
+                        }
+                    }
+                } else {
+                    redact_args(array);
+                }
+            }
             _ => {
                 let Some(text) = item.as_str() else { continue };
                 if names_a_secret(&key) {
@@ -196,12 +208,51 @@ fn redact_table(table: &mut dyn toml_edit::TableLike, path: &mut Vec<String>) {
 }
 
 fn names_a_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["token", "secret", "password", "api_key", "apikey"]
-        .iter()
-        .any(|word| key.contains(word))
+    let key = key.to_ascii_lowercase().replace('-', "_");
+    [
+        "token",
+        "secret",
+        "password",
+        "api_key",
+        "apikey",
+        "key",
+        "auth",
+        "credential",
+        "private",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
         && !key.ends_with("_env_var")
         && !key.ends_with("_env")
+}
+
+/// A command's arguments (a stdio server's `args`, `notify`): a string
+/// holding a bearer credential, and the value after a flag naming a secret
+/// (`--token X`, `--api-key X`; `--token=X` too), are replaced.
+fn redact_args(array: &mut toml_edit::Array) {
+    let mut after_secret_flag = false;
+    for value in array.iter_mut() {
+        let Some(text) = value.as_str() else {
+            after_secret_flag = false;
+            continue;
+        };
+        let flag = text.strip_prefix('-').map(|t| t.trim_start_matches('-'));
+        let replaced = if after_secret_flag || text.contains("Bearer ") {
+            Some(REDACTED.to_owned())
+        } else {
+            match flag.and_then(|f| f.split_once('=')) {
+                Some((name, _)) if names_a_secret(name) => Some(format!(
+                    "{}={REDACTED}",
+                    &text[..text.find('=').expect("split at =")]
+                )),
+                _ => None,
+            }
+        };
+        after_secret_flag = flag.is_some_and(|f| !f.contains('=') && names_a_secret(f));
+        if let Some(replaced) = replaced {
+            *value = Value::from(replaced);
+        }
+    }
 }
 
 /// `url` with its password and the values of its query replaced.
@@ -241,6 +292,11 @@ mod tests {
                 "[model_providers.azure]\nbase_url = \"https://h/v1?api-version=1&key=query-secret#x\"\n",
                 "http_headers = { \"api-key\" = \"provider-secret\" }\n",
                 "[shell_environment_policy.set]\nPASS = \"shell-secret\"\n",
+                "[mcp_servers.local]\ncommand = \"srv\"\nargs = [\"--token\", \"arg-secret\", \"--api-key=arg-secret-2\", \"-v\"]\n",
+                "[otel.exporter.otlp-http]\nendpoint = \"https://otel\"\nheaders = { \"x-team\" = \"otel-secret\" }\n",
+                "[model_providers.q]\nquery_params = { api-version = \"v\", sig = \"qp-secret\" }\n",
+                "[extra]\napi-key = \"dash-secret\"\nprivate_key = \"pk-secret\"\n",
+                "notify = [\"curl\", \"-H\", \"Authorization: Bearer notify-secret\"]\n",
             ),
         )
         .unwrap();
@@ -277,8 +333,19 @@ mod tests {
             "query-secret",
             "provider-secret",
             "shell-secret",
+            "arg-secret",
+            "arg-secret-2",
+            "otel-secret",
+            "qp-secret",
+            "dash-secret",
+            "pk-secret",
+            "notify-secret",
         ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        // What is no secret stays, so the preview still shows the config.
+        for kept in ["--token", "-v", "https://otel", "api-version"] {
+            assert!(text.contains(kept), "{kept} was redacted: {text}");
         }
         let lines: Vec<serde_json::Value> = text
             .lines()
