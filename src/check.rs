@@ -213,8 +213,6 @@ fn names_a_secret(key: &str) -> bool {
         "token",
         "secret",
         "password",
-        "api_key",
-        "apikey",
         "key",
         "auth",
         "credential",
@@ -240,11 +238,12 @@ fn redact_args(array: &mut toml_edit::Array) {
         let replaced = if after_secret_flag || text.contains("Bearer ") {
             Some(REDACTED.to_owned())
         } else {
-            match flag.and_then(|f| f.split_once('=')) {
-                Some((name, _)) if names_a_secret(name) => Some(format!(
-                    "{}={REDACTED}",
-                    &text[..text.find('=').expect("split at =")]
-                )),
+            match text.split_once('=') {
+                Some((head, _))
+                    if flag.is_some() && names_a_secret(head.trim_start_matches('-')) =>
+                {
+                    Some(format!("{head}={REDACTED}"))
+                }
                 _ => None,
             }
         };
