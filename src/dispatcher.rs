@@ -148,7 +148,7 @@ impl Dispatcher {
 
     /// Serves until the input is exhausted (or `shutdown` fires) and every
     /// accepted run has ended.
-    /// `kill_now` (a second signal) ends the grace period of a shutdown.
+    /// `kill_now` (a second signal, or SIGQUIT) ends the grace period of a shutdown.
     pub async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
@@ -172,7 +172,7 @@ impl Dispatcher {
                 }
                 () = &mut kill_now, if self.shutting_down && !killing => {
                     killing = true;
-                    tracing::warn!(live = self.live.len(), "second signal: killing every turn now");
+                    tracing::warn!(live = self.live.len(), "killing every turn now, without the grace period");
                     for live in self.live.values() {
                         if let LiveState::Running { stop, .. } = &live.state {
                             // A reason the turn has not seen yet stays.

@@ -213,16 +213,19 @@ fn run(cli: Cli) -> ExitCode {
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async {
             // The first SIGTERM/SIGINT/SIGHUP stops every turn gracefully; a
-            // second one kills them without waiting out the grace period.
+            // second one, or SIGQUIT, kills them without waiting out the
+            // grace period.
             let mut signals = Signals::new()?;
             let input = codex_runner::stdio::stdin();
             let output = tokio::io::stdout();
             let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
             let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {
-                signals.next().await;
+                let stop = signals.next().await;
                 let _ = first_tx.send(());
-                signals.next().await;
+                if stop == Stop::Graceful {
+                    signals.next().await;
+                }
                 let _ = second_tx.send(());
             });
             let first = async {
@@ -477,10 +480,25 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// SIGTERM, SIGINT and SIGHUP, as one stream.
+/// How a signal asks the daemon to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM, SIGINT, SIGHUP: every turn gets the grace period.
+    Graceful,
+    /// SIGQUIT (Ctrl-\): every turn is killed at once.
+    Now,
+}
+
+/// SIGTERM, SIGINT, SIGHUP and SIGQUIT, as one stream.
+///
+/// Each one's default action would end the daemon on the spot, leaving the
+/// running turns' dirs (their config.toml holds the request's secrets) and
+/// cgroups for the next start to find: all of them stop it with its
+/// clean-up instead.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
     /// `None` when the daemon was started with SIGHUP ignored (`nohup`).
     hup: Option<tokio::signal::unix::Signal>,
 }
@@ -490,10 +508,8 @@ impl Signals {
     fn new() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         // A terminal that closes under a daemon started from it sends
-        // SIGHUP, whose default action would leave the running turns'
-        // dirs (their config.toml holds the request's secrets) and cgroups
-        // for the next start to find: it stops the daemon as SIGTERM does.
-        // Unless the parent chose to ignore it: that choice stands.
+        // SIGHUP: it stops the daemon as SIGTERM does. Unless the parent
+        // chose to ignore it: that choice stands.
         let hup = if ignored(libc::SIGHUP) {
             None
         } else {
@@ -502,12 +518,13 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
             hup,
         })
     }
 
-    /// The next SIGTERM, SIGINT or SIGHUP.
-    async fn next(&mut self) {
+    /// The next SIGTERM, SIGINT, SIGHUP or SIGQUIT.
+    async fn next(&mut self) -> Stop {
         let hup = async {
             match &mut self.hup {
                 Some(hup) => hup.recv().await,
@@ -518,7 +535,12 @@ impl Signals {
             _ = self.term.recv() => tracing::info!("SIGTERM received"),
             _ = self.int.recv() => tracing::info!("SIGINT received"),
             _ = hup => tracing::info!("SIGHUP received"),
+            _ = self.quit.recv() => {
+                tracing::info!("SIGQUIT received: killing every turn now");
+                return Stop::Now;
+            }
         }
+        Stop::Graceful
     }
 }
 

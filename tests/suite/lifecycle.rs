@@ -477,6 +477,34 @@ async fn a_second_sigterm_skips_the_grace_period() {
 }
 
 #[tokio::test]
+async fn sigquit_kills_every_turn_at_once_and_cleans_up() {
+    // Ctrl-\ at a terminal: its default action (a core dump) would leave
+    // the turn's dir, whose config.toml holds the request's secrets. A
+    // grace longer than the harness's read timeout: only a stop without
+    // it ends this turn in time.
+    let mut d = Daemon::builder()
+        .arg("--kill-grace")
+        .arg("600")
+        .start()
+        .await;
+    d.run(
+        "stubborn",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "hang_ignore_sigint"}}),
+    )
+    .await;
+    d.wait_turn_started("stubborn").await;
+    let codex = d.record("stubborn")["pid"].as_u64().unwrap();
+    d.signal(libc::SIGQUIT);
+    let stubborn = d.collect_one("stubborn").await;
+    assert_eq!(stubborn.code(), Some("shutdown"), "{}", stubborn.end);
+    assert_eq!(stubborn.end["signal"], libc::SIGKILL, "{}", stubborn.end);
+    assert!(d.wait_exit().await.success());
+    assert!(!alive(codex));
+    assert!(d.leftover_turn_dirs().is_empty());
+    assert!(d.stderr().contains("SIGQUIT received"), "{}", d.stderr());
+}
+
+#[tokio::test]
 async fn a_sigkilled_daemon_takes_codex_along_and_the_next_one_cleans_up() {
     let root = Arc::new(super::harness::turn_root_dir());
     let mut first = Daemon::builder().turn_root(root.clone()).start().await;
