@@ -2,10 +2,15 @@
 //! (its config.toml and argv), secrets redacted, without spawning codex.
 //!
 //! One JSON line per request line on stdout:
-//! `{"type":"check","line":1,"id":"r1","ok":true,"argv":[...],"env":[names],"config_toml":"..."}`
+//! `{"type":"check","line":1,"id":"r1","ok":true,"program":"/…/codex","argv":[...],"env":[names],"config_toml":"..."}`
 //! or `{"type":"check","line":2,"id":"r2","ok":false,"code":"invalid_params","error":"..."}`.
+//! A request that is valid but may still not run as meant (a codex that
+//! cannot be run, an id used twice, a cancel of no run) is `ok` with
+//! `warnings`: whether it fails depends on what is live when it arrives.
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 
 use runner_protocol::{codes, decode_request, Request, RunParams};
 use toml_edit::{DocumentMut, Item, Value};
@@ -17,16 +22,27 @@ use crate::config_toml;
 /// Shown instead of every secret value.
 const REDACTED: &str = "[redacted]";
 
+/// What the daemon would be given to check against.
+pub struct CheckSettings<'a> {
+    /// The base home whose config.toml the turns' configs are made from.
+    pub home: &'a HomeSettings,
+    /// `--max-request-bytes`.
+    pub max_line: usize,
+    /// The codex program the turns would run, or why none can be.
+    pub program: Result<PathBuf, String>,
+}
+
 /// Checks every line of `input`, writing verdicts to `output`; a line over
 /// `max_line` bytes is refused as the daemon's `--max-request-bytes` would.
 /// Returns how many requests were refused.
 pub fn run(
-    home: &HomeSettings,
-    max_line: usize,
+    settings: &CheckSettings,
     input: impl BufRead,
     mut output: impl Write,
 ) -> std::io::Result<u64> {
     let mut refused = 0;
+    // Each run id with the line that first ran it.
+    let mut runs: HashMap<String, u64> = HashMap::new();
     for (index, line) in input.split(b'\n').enumerate() {
         let line = line?;
         let line_no = index as u64 + 1;
@@ -34,9 +50,11 @@ pub fn run(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let verdict = check_line(home, line_no, line, max_line);
+        let mut verdict = check_line(settings.home, line_no, line, settings.max_line);
         if !verdict.ok {
             refused += 1;
+        } else {
+            add_warnings(&mut verdict, settings, &mut runs);
         }
         serde_json::to_writer(&mut output, &verdict)?;
         output.write_all(b"\n")?;
@@ -60,11 +78,45 @@ struct Verdict {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    program: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     argv: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     env: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     config_toml: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// What may still go wrong with an accepted request: said, not refused,
+/// since it depends on what is live when the daemon reads it.
+fn add_warnings(verdict: &mut Verdict, settings: &CheckSettings, runs: &mut HashMap<String, u64>) {
+    let id = verdict.id.clone().unwrap_or_default();
+    match verdict.request {
+        Some("run") => {
+            match &settings.program {
+                Ok(program) => verdict.program = Some(program.display().to_string()),
+                Err(why) => verdict.warnings.push(format!(
+                    "{why}: the run would end with {}",
+                    codes::END_SPAWN_FAILED
+                )),
+            }
+            if let Some(first) = runs.get(&id) {
+                verdict.warnings.push(format!(
+                    "id {id:?} is also line {first}'s: refused with {} if that run has not ended",
+                    codes::REJECT_DUPLICATE_ID
+                ));
+            } else {
+                runs.insert(id, verdict.line);
+            }
+        }
+        Some("cancel") if !runs.contains_key(&id) => verdict.warnings.push(format!(
+            "no earlier line runs {id:?}: rejected with {} unless a run of that id is live",
+            codes::REJECT_UNKNOWN_ID
+        )),
+        _ => {}
+    }
 }
 
 fn check_line(home: &HomeSettings, line: u64, bytes: &[u8], max_line: usize) -> Verdict {
@@ -320,7 +372,7 @@ mod tests {
         );
         let input = format!("{input}{too_long}");
         let mut out = Vec::new();
-        let refused = run(&home, 1024, input.as_bytes(), &mut out).unwrap();
+        let refused = run(&with_program(&home), input.as_bytes(), &mut out).unwrap();
         assert_eq!(refused, 3);
         let text = String::from_utf8(out).unwrap();
         for secret in [
@@ -386,6 +438,74 @@ mod tests {
         assert_eq!(lines[3]["line"], 5);
     }
 
+    fn with_program(home: &HomeSettings) -> CheckSettings<'_> {
+        CheckSettings {
+            home,
+            max_line: 1024,
+            program: Ok(PathBuf::from("/opt/codex/bin/codex")),
+        }
+    }
+
+    /// What the daemon would do with a valid line can depend on what is live
+    /// when it comes, and on codex: said beside `ok`, which stays true.
+    #[test]
+    fn warns_of_reused_ids_cancels_of_no_run_and_a_codex_that_cannot_run() {
+        let base = tempfile::tempdir().unwrap();
+        let home = HomeSettings {
+            base_home: base.path().to_path_buf(),
+            turn_root: base.path().to_path_buf(),
+            idle: Default::default(),
+            templates: Default::default(),
+        };
+        let input = concat!(
+            r#"{"type":"cancel","id":"a"}"#,
+            "\n",
+            r#"{"type":"run","id":"a","params":{"prompt":"x"}}"#,
+            "\n",
+            r#"{"type":"cancel","id":"a"}"#,
+            "\n",
+            r#"{"type":"run","id":"a","params":{"prompt":"y"}}"#,
+            "\n",
+        );
+        let mut settings = with_program(&home);
+        let verdicts = |settings: &CheckSettings| {
+            let mut out = Vec::new();
+            assert_eq!(run(settings, input.as_bytes(), &mut out).unwrap(), 0);
+            String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let lines = verdicts(&settings);
+        assert!(lines.iter().all(|l| l["ok"] == true), "{lines:?}");
+        assert_eq!(
+            lines[0]["warnings"],
+            json!([
+                r#"no earlier line runs "a": rejected with unknown_id unless a run of that id is live"#
+            ])
+        );
+        assert_eq!(lines[1]["program"], "/opt/codex/bin/codex");
+        assert!(lines[1].get("warnings").is_none(), "{}", lines[1]);
+        assert!(lines[2].get("warnings").is_none(), "{}", lines[2]);
+        assert_eq!(
+            lines[3]["warnings"],
+            json!([
+                r#"id "a" is also line 2's: refused with duplicate_id if that run has not ended"#
+            ])
+        );
+
+        settings.program = Err("codex executable \"codex\" not found on PATH".to_owned());
+        let lines = verdicts(&settings);
+        assert!(lines[1].get("program").is_none(), "{}", lines[1]);
+        assert_eq!(
+            lines[1]["warnings"],
+            json!([
+                r#"codex executable "codex" not found on PATH: the run would end with spawn_failed"#
+            ])
+        );
+    }
+
     /// As the daemon, which checks them when the turn starts.
     #[test]
     fn paths_that_do_not_exist_are_refused() {
@@ -398,7 +518,7 @@ mod tests {
         };
         let line = br#"{"type":"run","id":"a","params":{"prompt":"x","cwd":"/nonexistent/dir"}}"#;
         let mut out = Vec::new();
-        assert_eq!(run(&home, 1024, &line[..], &mut out).unwrap(), 1);
+        assert_eq!(run(&with_program(&home), &line[..], &mut out).unwrap(), 1);
         let verdict: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(verdict["code"], "invalid_params", "{verdict}");
         assert!(
@@ -430,7 +550,7 @@ mod tests {
         std::thread::spawn(move || {
             let mut out = Vec::new();
             let line = br#"{"type":"run","id":"a","params":{"prompt":"x"}}"#;
-            let refused = run(&home, 1024, &line[..], &mut out).unwrap();
+            let refused = run(&with_program(&home), &line[..], &mut out).unwrap();
             let _ = tx.send((refused, String::from_utf8(out).unwrap()));
         });
         let (refused, text) = rx

@@ -80,6 +80,21 @@ impl CodexBin {
         path
     }
 
+    /// Why [`CodexBin::program`] cannot be run as it stands, if it cannot:
+    /// said at start-up, so a wrong `--codex-bin` is not first seen as every
+    /// run failing. Not an error: it is looked up again for every turn, so
+    /// installing it later is enough.
+    pub fn unrunnable(&self) -> Option<&'static str> {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(&self.program) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("it does not exist"),
+            Err(_) => Some("it cannot be read"),
+            Ok(m) if m.is_dir() => Some("it is a directory"),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("it is not executable"),
+            Ok(_) => None,
+        }
+    }
+
     /// A binary used as given (tests, or when resolution is not wanted).
     pub fn plain(program: PathBuf) -> CodexBin {
         CodexBin {

@@ -31,12 +31,12 @@ struct Cli {
 
     /// The codex executable. The npm launcher (node_modules/.bin/codex) is
     /// resolved to the native binary it wraps.
-    #[arg(long, env = "CODEX_BIN", default_value = "codex")]
+    #[arg(long, env = "CODEX_BIN", default_value = "codex", global = true)]
     codex_bin: PathBuf,
 
     /// The user's base CODEX_HOME: its config.toml is the base of every
     /// turn's config, and login and sessions are shared from it [default: ~/.codex]
-    #[arg(long, env = "CODEX_HOME")]
+    #[arg(long, env = "CODEX_HOME", global = true)]
     codex_home: Option<PathBuf>,
 
     /// Turns running at once; more are queued in arrival order. Codex turns
@@ -64,13 +64,13 @@ struct Cli {
     /// Default time limit of one turn, in seconds (0: none). A request's
     /// `timeout_secs` overrides it. Codex retries an unreachable model
     /// forever, so only a limit frees a stuck turn's slot.
-    #[arg(long, default_value_t = 3600.0)]
+    #[arg(long, default_value_t = 3600.0, allow_negative_numbers = true)]
     turn_timeout: f64,
 
     /// Seconds between SIGINT to codex (its graceful stop) and SIGKILL to
     /// every process of the turn, when a turn is cancelled, times out or
     /// the daemon stops.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     kill_grace: f64,
 
     /// Where per-turn CODEX_HOME dirs are created [default:
@@ -80,11 +80,11 @@ struct Cli {
     turn_dir: Option<PathBuf>,
 
     /// Longest codex stdout line forwarded, in bytes; a longer one fails its run.
-    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    #[arg(long, default_value_t = 32 * 1024 * 1024, value_parser = at_least_one_byte())]
     max_event_bytes: usize,
 
     /// Longest request line accepted, in bytes.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = at_least_one_byte(), global = true)]
     max_request_bytes: usize,
 
     /// How a turn's processes are tracked so that stopping it leaves none
@@ -94,15 +94,23 @@ struct Cli {
     containment: ContainmentMode,
 
     /// Log format on stderr (filter with RUST_LOG, default `info`).
-    #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty, global = true)]
     log_format: LogFormat,
+}
+
+/// A byte count that refuses 0: no line, request or event, is that short.
+fn at_least_one_byte() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Read requests from stdin and print, per request, the verdict and the
     /// config.toml and argv its turn would get (secret values redacted),
-    /// without spawning codex. Exits 1 if any request would be refused.
+    /// without spawning codex (and `warnings` where whether it runs depends
+    /// on what is live, or codex cannot be run). Exits 1 if any request
+    /// would be refused. --codex-home, --codex-bin and --max-request-bytes
+    /// may come before or after `check`.
     Check,
 }
 
@@ -112,10 +120,26 @@ enum LogFormat {
     Json,
 }
 
+/// The environment variables our flags read.
+const FLAG_ENV: &[&str] = &["CODEX_BIN", "CODEX_HOME", "CODEX_RUNNER_TURN_DIR"];
+
+/// An empty one (`CODEX_HOME= codex-runner`, or a shell default that
+/// expanded to nothing) means unset, as it does to codex, rather than the
+/// flag given without a value.
+fn unset_empty_env() {
+    for name in FLAG_ENV {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            // Before any thread exists: nothing reads the environment at once.
+            std::env::remove_var(name);
+        }
+    }
+}
+
 /// The exit status after a bug stopped the daemon (sysexits' EX_SOFTWARE).
 const EX_SOFTWARE: u8 = 70;
 
 fn main() -> ExitCode {
+    unset_empty_env();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version are answers, printed on stdout.
@@ -327,13 +351,22 @@ fn check(cli: &Cli) -> ExitCode {
         idle: Default::default(),
         templates: Default::default(),
     };
+    let program = CodexBin::resolve(&cli.codex_bin)
+        .map_err(|e| e.to_string())
+        .and_then(|bin| match bin.unrunnable() {
+            None => Ok(bin.program),
+            Some(why) => Err(format!(
+                "codex executable {} cannot be run: {why}",
+                bin.program.display()
+            )),
+        });
+    let settings = codex_runner::check::CheckSettings {
+        home: &home,
+        max_line: cli.max_request_bytes,
+        program,
+    };
     let input = std::io::stdin().lock();
-    match codex_runner::check::run(
-        &home,
-        cli.max_request_bytes,
-        input,
-        std::io::stdout().lock(),
-    ) {
+    match codex_runner::check::run(&settings, input, std::io::stdout().lock()) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {
@@ -345,6 +378,20 @@ fn check(cli: &Cli) -> ExitCode {
 
 fn base_home(cli: &Cli) -> Result<PathBuf, String> {
     let home = match &cli.codex_home {
+        // Codex refuses a CODEX_HOME that does not exist (it makes only
+        // ~/.codex): a misspelt one must not become a new, empty home
+        // without the user's config and login.
+        Some(home) if !home.is_dir() => {
+            let why = if home.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
+            return Err(format!(
+                "--codex-home (or CODEX_HOME) {} {why}: create it, or leave both unset for ~/.codex",
+                home.display()
+            ));
+        }
         Some(home) => home.clone(),
         None => std::env::var_os("HOME")
             .map(|h| PathBuf::from(h).join(".codex"))
@@ -364,9 +411,15 @@ fn absolute(path: &Path, flag: &str) -> Result<PathBuf, String> {
 fn settings(cli: &Cli) -> Result<Settings, String> {
     let codex = CodexBin::resolve(&cli.codex_bin).map_err(|e| e.to_string());
     match &codex {
-        Ok(bin) => {
-            tracing::info!(program = %bin.program.display(), launcher = ?bin.launcher, "codex executable")
-        }
+        Ok(bin) => match bin.unrunnable() {
+            None => {
+                tracing::info!(program = %bin.program.display(), launcher = ?bin.launcher, "codex executable")
+            }
+            Some(why) => tracing::warn!(
+                program = %bin.program.display(),
+                "--codex-bin cannot be run: {why}; every run will fail until it can"
+            ),
+        },
         Err(e) => tracing::warn!("{e}; every run will fail until it is installed"),
     }
     let base_home = base_home(cli)?;

@@ -209,6 +209,9 @@ async fn spawn_failure_and_config_errors() {
         .codex_bin("/nonexistent/codex")
         .start()
         .await;
+    // Said at start-up, not first seen as every run failing.
+    d.wait_for_stderr("--codex-bin cannot be run: it does not exist")
+        .await;
     d.run("nobin", json!({"prompt": "x"})).await;
     let run = d.collect_one("nobin").await;
     assert_eq!(run.code(), Some("spawn_failed"));
@@ -219,6 +222,8 @@ async fn spawn_failure_and_config_errors() {
     let not_executable = dir.path().join("codex");
     std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
     let mut d = Daemon::builder().codex_bin(&not_executable).start().await;
+    d.wait_for_stderr("--codex-bin cannot be run: it is not executable")
+        .await;
     d.run("noexec", json!({"prompt": "x"})).await;
     let run = d.collect_one("noexec").await;
     assert_eq!(run.code(), Some("spawn_failed"));

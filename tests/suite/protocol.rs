@@ -23,15 +23,43 @@ async fn bad_flags_are_a_fatal_line_and_exit_2() {
             &["--kill-grace", "2e9"][..],
             "--kill-grace must be a number of seconds from 0 to 1e9, got 2000000000",
         ),
+        // A negative number is the flag's value, refused as such, not taken
+        // for a flag of its own.
+        (
+            &["--turn-timeout", "-1"][..],
+            "--turn-timeout must be a number of seconds from 0 to 1e9, got -1",
+        ),
+        (
+            &["--max-request-bytes", "0"][..],
+            "'0' for '--max-request-bytes",
+        ),
+        (
+            &["--max-event-bytes", "0"][..],
+            "'0' for '--max-event-bytes",
+        ),
+        // Codex refuses a CODEX_HOME that does not exist: a misspelt one is
+        // not made into a new, empty home.
+        (
+            &["--codex-home", "/nonexistent/codex-home"][..],
+            "--codex-home (or CODEX_HOME) /nonexistent/codex-home does not exist",
+        ),
+        (
+            &["check", "--codex-home", "/nonexistent/codex-home"][..],
+            "--codex-home (or CODEX_HOME) /nonexistent/codex-home does not exist",
+        ),
     ] {
+        let home_flag: &[&std::ffi::OsStr] = if args.contains(&"--codex-home") {
+            &[]
+        } else {
+            &["--codex-home".as_ref(), home.path().as_os_str()]
+        };
         let out = tokio::time::timeout(
             READ_TIMEOUT,
             tokio::process::Command::new(runner_bin())
                 .args(args)
                 .arg("--codex-bin")
                 .arg(fake_codex_bin())
-                .arg("--codex-home")
-                .arg(home.path())
+                .args(home_flag)
                 .stdin(std::process::Stdio::null())
                 .output(),
         )
@@ -49,6 +77,54 @@ async fn bad_flags_are_a_fatal_line_and_exit_2() {
         let message = fatal[0]["message"].as_str().unwrap();
         assert!(message.contains(says), "{args:?}: {message}");
     }
+}
+
+/// `check` as a person runs it: its flags after the subcommand, an empty
+/// CODEX_HOME taken as unset (as codex takes it), and the program a turn
+/// would run shown.
+#[tokio::test]
+async fn check_takes_its_flags_after_the_subcommand_and_shows_the_program() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(runner_bin())
+        .args(["check", "--max-request-bytes", "100", "--codex-bin"])
+        .arg(fake_codex_bin())
+        .env("CODEX_HOME", "")
+        .env("HOME", home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = format!(
+        "{}\n{}\n",
+        r#"{"type":"run","id":"a","params":{"prompt":"x"}}"#,
+        json!({"type": "run", "id": "b", "params": {"prompt": "x".repeat(100)}}),
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, lines.as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(READ_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("check exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let verdicts: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+    assert_eq!(verdicts[0]["ok"], true, "{}", verdicts[0]);
+    assert_eq!(
+        verdicts[0]["program"]
+            .as_str()
+            .map(std::path::PathBuf::from),
+        Some(fake_codex_bin())
+    );
+    assert_eq!(verdicts[1]["code"], "line_too_long", "{}", verdicts[1]);
 }
 
 #[tokio::test]
