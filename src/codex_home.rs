@@ -221,15 +221,20 @@ pub fn ensure_turn_root(root: &Path) -> Result<(), HomeError> {
 /// by name, `turn-<pid>-p<pid namespace>-…`, and stale when that pid is in
 /// our PID namespace and not a live runner.
 pub fn clean_stale(root: &Path) {
+    // One line for all: a daemon killed with a thousand turns (and its
+    // homes kept for reuse) left a thousand dirs. Each failure is its own
+    // line: that dir's secrets stay.
+    let mut removed = 0u64;
     for dir in crate::containment::dead_runners_entries(root, "turn-") {
         match fs::remove_dir_all(&dir) {
-            Ok(()) => {
-                tracing::info!(dir = %dir.display(), "removed a stale turn dir of a dead codex-runner")
-            }
+            Ok(()) => removed += 1,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a stale turn dir")
             }
         }
+    }
+    if removed > 0 {
+        tracing::info!(removed, turn_dir = %root.display(), "removed the turn dirs of dead codex-runners");
     }
 }
 

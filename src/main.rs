@@ -521,8 +521,7 @@ fn log_panics() {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, problem) = log_filter(std::env::var("RUST_LOG"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -531,6 +530,74 @@ fn init_logging(format: LogFormat) {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}");
+    }
+}
+
+/// The log filter `RUST_LOG` asks for, or `info` and why not: one that
+/// cannot be parsed, or that names only targets other than ours
+/// (`RUST_LOG=inf` names a target `inf`, and would silence every line,
+/// warnings included).
+fn log_filter(
+    var: Result<String, std::env::VarError>,
+) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    use tracing_subscriber::EnvFilter;
+    let fallback = || EnvFilter::new("info");
+    let text = match var {
+        Ok(text) if !text.trim().is_empty() => text,
+        Ok(_) | Err(std::env::VarError::NotPresent) => return (fallback(), None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return (
+                fallback(),
+                Some("RUST_LOG is not UTF-8: logging at info".to_owned()),
+            )
+        }
+    };
+    let filter = match EnvFilter::builder().parse(&text) {
+        Ok(filter) => filter,
+        Err(e) => {
+            return (
+                fallback(),
+                Some(format!(
+                    "RUST_LOG={text:?} is not a valid filter ({e}): logging at info"
+                )),
+            )
+        }
+    };
+    // Only when nothing of ours would be logged: a RUST_LOG shared with
+    // other programs (`info,hyper=warn`) is no mistake.
+    if text.split(',').map(str::trim).all(|d| !names_our_logs(d)) {
+        return (
+            fallback(),
+            Some(format!(
+                "RUST_LOG={text:?} names no level and none of this program's targets (a level \
+                 is one of trace, debug, info, warn, error, off; the targets begin with \
+                 codex_runner): logging at info"
+            )),
+        );
+    }
+    (filter, None)
+}
+
+/// Whether a `RUST_LOG` directive can let any line of ours through: a bare
+/// level, or one for a target of ours (`codex_runner`, `codex_runner::turn`,
+/// with or without `=level` and span filters).
+fn names_our_logs(directive: &str) -> bool {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    let (target, level) = match directive.rsplit_once('=') {
+        Some((target, level)) => (target, Some(level)),
+        None => (directive, None),
+    };
+    // `target[span{field=value}]`: the target is what comes before `[`.
+    let target = target.split('[').next().unwrap_or_default();
+    if target.is_empty() {
+        return true;
+    }
+    if level.is_none() && LEVELS.iter().any(|l| target.eq_ignore_ascii_case(l)) {
+        return true;
+    }
+    target == "codex_runner" || target.starts_with("codex_runner::")
 }
 
 /// How a signal asks the daemon to stop.
@@ -611,6 +678,42 @@ fn ignored(signal: libc::c_int) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rust_log_that_would_silence_every_line_gives_way_to_info() {
+        let filter = |text: &str| {
+            let (filter, problem) = log_filter(Ok(text.to_owned()));
+            (filter.to_string(), problem)
+        };
+        for kept in [
+            "debug",
+            "WARN",
+            "codex_runner=debug",
+            "codex_runner::turn=trace,hyper=warn",
+            "info,hyper=warn",
+            "codex_runner[run{id=a}]=debug",
+        ] {
+            let (used, problem) = filter(kept);
+            assert_eq!(problem, None, "{kept}");
+            assert_ne!(used, "info", "{kept}");
+        }
+        for (silencing, says) in [
+            ("inf", "names no level and none of this program's targets"),
+            (
+                "hyper=warn,tokio",
+                "names no level and none of this program's targets",
+            ),
+            ("codex_runner=loud", "is not a valid filter"),
+        ] {
+            let (used, problem) = filter(silencing);
+            assert_eq!(used, "info", "{silencing}");
+            let problem = problem.unwrap_or_default();
+            assert!(problem.contains(says), "{silencing}: {problem}");
+            assert!(problem.ends_with("logging at info"), "{problem}");
+        }
+        assert_eq!(filter("").0, "info");
+        assert_eq!(log_filter(Err(std::env::VarError::NotPresent)).1, None);
+    }
 
     /// Another user can make the default turn dir first (its name is
     /// predictable, in /dev/shm): before, the daemon then refused to start.

@@ -109,8 +109,30 @@ pub async fn run_turn(
     // Finished goes first: once the client sees the `end`, the id must be
     // free for reuse and the thread free for its next turn.
     let ok = end.status == EndStatus::Ok;
+    log_end(&end);
     let _ = ctx.notices.send(TurnNotice::Finished { id, ok });
     let _ = ctx.out.send_end(end).await;
+}
+
+/// A run's end in the log (its id is the span's): a failure at the default
+/// level, so an operator sees it without reading stdout; a stop that was
+/// asked for at info; every other end at debug.
+fn log_end(end: &End) {
+    let duration_ms = end.duration_ms;
+    let error = end.error.as_deref().unwrap_or_default();
+    match end.code.as_deref() {
+        None => tracing::debug!(duration_ms, "run ended ok"),
+        Some(code @ (codes::END_CANCELLED | codes::END_SHUTDOWN)) => {
+            tracing::info!(code, duration_ms, "run stopped: {error}")
+        }
+        Some(code) => tracing::warn!(
+            code,
+            duration_ms,
+            exit_code = end.exit_code,
+            signal = end.signal,
+            "run failed: {error}"
+        ),
+    }
 }
 
 async fn drive(

@@ -52,6 +52,10 @@ async fn child_faults_end_their_run_with_precise_codes() {
         "{}",
         exit3.end
     );
+    // In the log at the default level too, for an operator who does not
+    // read stdout.
+    d.wait_for_stderr("run failed: codex exited with status 3")
+        .await;
 
     let crash = &runs["crash"];
     assert_eq!(crash.code(), Some("codex_exited"));

@@ -531,6 +531,13 @@ async fn a_sigkilled_daemon_takes_codex_along_and_the_next_one_cleans_up() {
         !std::path::Path::new(&home).exists(),
         "the stale turn dir (with its secrets) was not removed"
     );
+    // The running turn's home and those kept for reuse: one line for all.
+    second
+        .wait_for_stderr("removed the turn dirs of dead codex-runners")
+        .await;
+    let stderr = second.stderr();
+    let removed: Vec<&str> = stderr.lines().filter(|l| l.contains("turn dir")).collect();
+    assert_eq!(removed.len(), 1, "{removed:?}");
     for pid in pids {
         if cgroup {
             assert!(
