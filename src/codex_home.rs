@@ -117,7 +117,7 @@ pub enum HomeError {
     /// The turn root exists but is not a directory of ours: it may sit in a
     /// world-writable place (/dev/shm), where another user could have made
     /// it first.
-    #[error("the turn root {0} is not a directory owned by this user")]
+    #[error("{0} is not a directory owned by this user")]
     TurnRootNotOurs(PathBuf),
 }
 
@@ -198,11 +198,11 @@ fn remove_home(path: &Path, created: &[PathBuf]) -> std::io::Result<()> {
 /// private: it may live in a world-writable place like /dev/shm.
 pub fn ensure_turn_root(root: &Path) -> Result<(), HomeError> {
     use std::os::unix::fs::MetadataExt;
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(root)
-        .map_err(io("creating", root))?;
+    match DirBuilder::new().recursive(true).mode(0o700).create(root) {
+        // Something that is not a directory: said below as such.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        result => result.map_err(io("creating", root))?,
+    }
     let meta = fs::symlink_metadata(root).map_err(io("inspecting", root))?;
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
@@ -212,6 +212,12 @@ pub fn ensure_turn_root(root: &Path) -> Result<(), HomeError> {
     if meta.mode() & 0o077 != 0 {
         fs::set_permissions(root, fs::Permissions::from_mode(0o700))
             .map_err(io("restricting", root))?;
+        // Said: it may be a dir of the user's that others were meant to read.
+        tracing::warn!(
+            turn_dir = %root.display(),
+            was = format!("{:o}", meta.mode() & 0o777),
+            "the turn dir was open to other users; made it 0700: its turns' files hold secrets"
+        );
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use codex_runner::codex_bin::CodexBin;
-use codex_runner::codex_home::{ensure_turn_root, HomeSettings};
+use codex_runner::codex_home::{ensure_turn_root, HomeError, HomeSettings};
 use codex_runner::containment::{Containment, ContainmentMode};
 use codex_runner::settings::Settings;
 use codex_runner::{daemon, diag};
@@ -424,11 +424,7 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
     }
     let base_home = base_home(cli)?;
     let turn_root = match &cli.turn_dir {
-        Some(dir) => {
-            let root = absolute(dir, "--turn-dir")?;
-            ensure_turn_root(&root).map_err(|e| diag::chain(&e))?;
-            root
-        }
+        Some(dir) => chosen_turn_root(dir)?,
         None => usable_turn_root(&absolute(&default_turn_root(), "--turn-dir")?)?,
     };
     codex_runner::codex_home::clean_stale(&turn_root);
@@ -461,6 +457,23 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
         max_request_bytes: cli.max_request_bytes,
         containment: std::sync::Arc::new(Containment::start(cli.containment)?),
     })
+}
+
+/// The `--turn-dir` the user chose, made if missing. A symlink (to a bigger
+/// disk, say) is the user's to make: its target is the dir checked and
+/// used. The default, in a place anyone may write, is taken only as a
+/// directory of ours (see [`usable_turn_root`]).
+fn chosen_turn_root(dir: &Path) -> Result<PathBuf, String> {
+    let root = absolute(dir, "--turn-dir")?;
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    match ensure_turn_root(&root) {
+        Ok(()) => Ok(root),
+        Err(HomeError::Io { what, source, .. }) => Err(format!(
+            "--turn-dir {}: {what} it failed: {source}",
+            dir.display()
+        )),
+        Err(e) => Err(format!("--turn-dir {}: {e}", dir.display())),
+    }
 }
 
 /// `default`, or, if it cannot be ours (another user made it first: the
@@ -678,6 +691,41 @@ fn ignored(signal: libc::c_int) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A symlink the user chose is followed; one in the default's place is
+    /// not (see the test below). Errors name the flag.
+    #[test]
+    fn a_chosen_turn_dir_may_be_a_symlink_and_its_errors_name_the_flag() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let target = parent.path().join("big-disk");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = parent.path().join("turns");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(chosen_turn_root(&link).unwrap(), target);
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "restricted: its turns hold secrets");
+
+        let file = parent.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(
+            chosen_turn_root(&file).unwrap_err(),
+            format!(
+                "--turn-dir {0}: {0} is not a directory owned by this user",
+                file.display()
+            )
+        );
+        let under_file = file.join("turns");
+        let error = chosen_turn_root(&under_file).unwrap_err();
+        assert!(
+            error.starts_with(&format!(
+                "--turn-dir {}: creating it failed: ",
+                under_file.display()
+            )),
+            "{error}"
+        );
+    }
 
     #[test]
     fn a_rust_log_that_would_silence_every_line_gives_way_to_info() {

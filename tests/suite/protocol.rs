@@ -47,6 +47,10 @@ async fn bad_flags_are_a_fatal_line_and_exit_2() {
             &["check", "--codex-home", "/nonexistent/codex-home"][..],
             "--codex-home (or CODEX_HOME) /nonexistent/codex-home does not exist",
         ),
+        (
+            &["--turn-dir", "/proc/no-such-dir"][..],
+            "--turn-dir /proc/no-such-dir: creating it failed: No such file or directory",
+        ),
     ] {
         let home_flag: &[&std::ffi::OsStr] = if args.contains(&"--codex-home") {
             &[]
