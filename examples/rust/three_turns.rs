@@ -101,6 +101,8 @@ async fn read_turn(mut stream: RunStream) -> Result<String, BoxError> {
                 let why = end.error.unwrap_or_default();
                 return Err(format!("{id} failed ({:?}): {why}", end.code).into());
             }
+            // Kinds a later client may add.
+            _ => {}
         }
     }
     Err(format!("{id}: the stream ended without an end").into())

@@ -12,6 +12,7 @@ use crate::ClientError;
 
 /// What a [`RunStream`] yields.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RunEvent {
     /// One codex event, in the order codex printed it.
     Event(ThreadEvent),

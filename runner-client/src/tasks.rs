@@ -117,7 +117,7 @@ fn route_line(shared: &Shared, line: &[u8]) {
             Ok(OutputLine::End(end)) => shared.end(end),
             Ok(OutputLine::Rejected(rejected)) => shared.rejected(rejected),
             // Only `end` and `rejected` are parsed here.
-            Ok(OutputLine::Event { .. } | OutputLine::Status(_)) => {}
+            Ok(_) => {}
             Err(e) => invalid(shared, line, envelope.id.as_deref(), e),
         },
         // A line type added after this client: ignored, as the protocol asks.
@@ -155,7 +155,8 @@ pub(crate) async fn read_stderr(shared: Arc<Shared>, stderr: ChildStderr, forwar
                 }
                 shared.set_fatal(message);
             }
-            Err(_) => {
+            // A log line, or a line type added after this client.
+            Ok(_) | Err(_) => {
                 if let Some(logs) = &logs {
                     logs.copy(line);
                 }

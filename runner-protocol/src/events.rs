@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type")]
+#[non_exhaustive]
 pub enum ThreadEvent {
     /// The first event of a turn: the thread's id (the same id on resume).
     #[serde(rename = "thread.started")]
@@ -130,6 +131,7 @@ pub struct ThreadItem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ItemDetails {
     /// The agent's reply: text, or a JSON string under `output_schema`.
     AgentMessage {
@@ -186,6 +188,7 @@ pub struct CommandExecutionItem {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum CommandExecutionStatus {
     InProgress,
     Completed,
@@ -218,6 +221,7 @@ pub struct FileUpdateChange {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum PatchChangeKind {
     Add,
     Delete,
@@ -229,6 +233,7 @@ pub enum PatchChangeKind {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum ToolStatus {
     InProgress,
     Completed,
