@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
-use runner_protocol::RunParams;
-use serde::Serialize;
+use runner_protocol::{RequestLine, RunParams};
 use tokio::process::Command;
 use tokio::sync::mpsc::unbounded_channel;
 use tokio::task::{AbortHandle, JoinHandle};
@@ -39,14 +38,6 @@ pub struct Runner {
     process: Option<DaemonProcess>,
     stdout_task: Option<JoinHandle<Option<ExitStatus>>>,
     other_tasks: Vec<AbortHandle>,
-}
-
-/// A request line, as the daemon reads it.
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Request<'a> {
-    Run { id: &'a str, params: &'a RunParams },
-    Cancel { id: &'a str },
 }
 
 impl RunnerBuilder {
@@ -181,7 +172,7 @@ impl Runner {
     ) -> Result<RunStream, ClientError> {
         let id = id.into();
         finite_seconds(&params)?;
-        let line = encode(&Request::Run {
+        let line = encode(RequestLine::Run {
             id: &id,
             params: &params,
         })?;
@@ -196,7 +187,7 @@ impl Runner {
     /// Cancels a pending run: its stream then ends with `code:"cancelled"`
     /// (or with its normal end, if it was already ending).
     pub async fn cancel(&self, id: &str) -> Result<(), ClientError> {
-        let line = encode(&Request::Cancel { id })?;
+        let line = encode(RequestLine::Cancel { id })?;
         let written = self.shared.send_cancel(id, line)?;
         self.written(written).await
     }
@@ -294,8 +285,8 @@ fn finite_seconds(params: &RunParams) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn encode(request: &Request) -> Result<Vec<u8>, ClientError> {
-    let mut line = serde_json::to_vec(request).map_err(|e| ClientError::Encode(Arc::new(e)))?;
-    line.push(b'\n');
-    Ok(line)
+fn encode(request: RequestLine) -> Result<Vec<u8>, ClientError> {
+    request
+        .to_line()
+        .map_err(|e| ClientError::Encode(Arc::new(e)))
 }

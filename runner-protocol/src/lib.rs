@@ -18,7 +18,7 @@
 //! no usable id, unknown `type`). A `run` line whose id is usable but whose
 //! params are invalid decodes to [`Request::Run`] carrying the
 //! [`InvalidParams`] error: the protocol answers that with the run's own
-//! `end` line.
+//! `end` line. A client writes its lines with [`RequestLine`].
 //!
 //! # Output (stdout)
 //!
@@ -37,6 +37,7 @@
 
 pub mod codes;
 mod decode;
+mod encode;
 pub mod events;
 pub mod output;
 mod params;
@@ -45,6 +46,7 @@ mod strict;
 mod validate;
 
 pub use decode::{decode_request, Rejection, Request};
+pub use encode::RequestLine;
 pub use events::{ItemDetails, ThreadEvent, ThreadItem};
 pub use output::{DiagLevel, End, EndStatus, OutputLine, Rejected, StderrLine};
 pub use params::{
