@@ -33,13 +33,15 @@ pub struct Summary {
 
 /// Serves requests from `input`, writing protocol lines to `output`, until
 /// `input` ends or `shutdown` fires, and every accepted run has its `end`.
-/// `kill_now`, after `shutdown`, skips the rest of the grace period.
+/// `kill_now`, after `shutdown`, skips the rest of the grace period; each
+/// message on `log_status` logs what is running.
 pub async fn run<R, W>(
     settings: Settings,
     input: R,
     output: W,
     shutdown: impl Future<Output = ()>,
     kill_now: impl Future<Output = ()>,
+    log_status: mpsc::UnboundedReceiver<()>,
 ) -> Summary
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -101,7 +103,7 @@ where
         }
     };
     let totals = Dispatcher::new(ctx, max_concurrent, queue_limits)
-        .run(inbound_rx, notice_rx, shutdown, kill_now)
+        .run(inbound_rx, notice_rx, shutdown, kill_now, log_status)
         .await;
     // The reader may be blocked on stdin that never closes (shutdown case).
     stop_reader.abort();

@@ -149,12 +149,14 @@ impl Dispatcher {
     /// Serves until the input is exhausted (or `shutdown` fires) and every
     /// accepted run has ended.
     /// `kill_now` (a second signal, or SIGQUIT) ends the grace period of a shutdown.
+    /// Each message on `log_status` (SIGUSR1) logs what is running.
     pub async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut notices: mpsc::UnboundedReceiver<TurnNotice>,
         shutdown: impl Future<Output = ()>,
         kill_now: impl Future<Output = ()>,
+        mut log_status: mpsc::UnboundedReceiver<()>,
     ) -> Totals {
         tokio::pin!(shutdown);
         tokio::pin!(kill_now);
@@ -184,6 +186,7 @@ impl Dispatcher {
                     }
                 }
                 Some(notice) = notices.recv() => self.on_notice(notice).await,
+                Some(()) = log_status.recv() => self.log_status(),
                 line = inbound.recv(), if reading => match line {
                     Some(line) => self.on_inbound(line).await,
                     None => {
@@ -481,6 +484,44 @@ impl Dispatcher {
                 let _ = ctx.notices.send(TurnNotice::Crashed { id, error });
             }
         });
+    }
+
+    /// The `status` line's counts and the longest-running runs, in the log:
+    /// an operator cannot write to the client's stdin.
+    fn log_status(&self) {
+        /// Enough to find a stuck run; the count says how many more.
+        const NAMED: usize = 10;
+        let report = self.status(None);
+        let mut running: Vec<String> = report
+            .running
+            .iter()
+            .take(NAMED)
+            .map(|r| {
+                let secs = r.running_ms.unwrap_or_default() as f64 / 1000.0;
+                let stopping = if r.stopping { ", stopping" } else { "" };
+                format!("{} ({secs:.1} s{stopping})", r.id)
+            })
+            .collect();
+        if report.running.len() > NAMED {
+            running.push(format!("and {} more", report.running.len() - NAMED));
+        }
+        tracing::info!(
+            running = report.running.len(),
+            queued = report.queued.len(),
+            queued_bytes = report.queued_bytes,
+            accepted = report.totals.accepted,
+            ok = report.totals.ok,
+            failed = report.totals.failed,
+            refused = report.totals.refused,
+            uptime_s = report.uptime_ms / 1000,
+            shutting_down = report.shutting_down,
+            "status: running {}",
+            if running.is_empty() {
+                "nothing".to_owned()
+            } else {
+                running.join(", ")
+            }
+        );
     }
 
     /// What is running and queued now.

@@ -258,7 +258,21 @@ fn run(cli: Cli) -> ExitCode {
             let second = async {
                 let _ = second_rx.await;
             };
-            Ok::<_, std::io::Error>(daemon::run(settings, input, output, first, second).await)
+            // SIGUSR1 logs what is running, as `dd` reports its progress:
+            // its default action would end the daemon.
+            let mut usr1 =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+            let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    if status_tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok::<_, std::io::Error>(
+                daemon::run(settings, input, output, first, second, status_rx).await,
+            )
         })
     }));
     let summary = match served {

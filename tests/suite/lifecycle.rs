@@ -476,6 +476,28 @@ async fn a_second_sigterm_skips_the_grace_period() {
     assert!(!alive(codex));
 }
 
+/// An operator cannot write `status` to the client's stdin: SIGUSR1 logs
+/// it, and (its default action being to end the process) changes nothing.
+#[tokio::test]
+async fn sigusr1_logs_what_is_running_and_stops_nothing() {
+    let mut d = Daemon::start().await;
+    d.run_started("held", "hang").await;
+    d.signal(libc::SIGUSR1);
+    d.wait_for_stderr("status: running held (").await;
+    let stderr = d.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("status: running held ("))
+        .unwrap();
+    for field in ["running=1", "queued=0", "accepted=1", "ok=0"] {
+        assert!(line.contains(field), "{field}: {line}");
+    }
+    d.cancel("held").await;
+    let held = d.collect_one("held").await;
+    assert_eq!(held.code(), Some("cancelled"), "{}", held.end);
+    d.assert_clean_exit().await;
+}
+
 #[tokio::test]
 async fn sigquit_kills_every_turn_at_once_and_cleans_up() {
     // Ctrl-\ at a terminal: its default action (a core dump) would leave
