@@ -1,11 +1,14 @@
 //! The dispatcher: the one owner of run ids, the queue, per-thread order and
 //! cancellation.
 //!
-//! It reacts to four sources, polled in priority order: shutdown, a second
-//! signal during it (kill now), notices from turns (a thread became busy, a
-//! turn finished), and decoded request lines. Notices come before requests so that once a client has seen a
-//! run's `end` (sent after its `Finished` notice), a request that reuses the
-//! id or resumes the thread is never judged on stale state.
+//! It reacts to these sources, polled in priority order: shutdown, a second
+//! signal during it (kill now), room on stdout for its own waiting lines,
+//! notices from turns (a thread became busy, a turn finished), SIGUSR1, and
+//! decoded request lines. It never waits on stdout itself, so a client that
+//! stopped reading cannot keep a signal or a `cancel` from acting. Notices
+//! come before requests so that once a client has seen a run's `end` (sent
+//! after its `Finished` notice), a request that reuses the id or resumes the
+//! thread is never judged on stale state.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -19,6 +22,12 @@ use tracing::Instrument;
 
 use crate::turn::{run_turn, Stop, StopReason, TurnContext, TurnNotice};
 use crate::writer::encode;
+
+/// While its own lines waiting for stdout hold this much, the dispatcher
+/// reads no more requests (each could add one): a client that writes without
+/// reading is held back by its stdin pipe, as it is by turns' events. Far
+/// above one answer, so that a `cancel` behind a few answers is still read.
+const OUTBOX_LIMIT: usize = 64 * 1024;
 
 /// A line from the reader.
 #[derive(Debug)]
@@ -125,6 +134,15 @@ pub struct Dispatcher {
     /// A signal asked the daemon to stop: runs are no longer started, and
     /// a new one ends at once with `shutdown`.
     shutting_down: bool,
+    /// The dispatcher's own lines (`end`s of runs that never started,
+    /// `rejected`, `status`) that stdout had no room for yet. The
+    /// dispatcher never waits on stdout: a client that stopped reading must
+    /// not keep a signal or a `cancel` from stopping the turns. Requests
+    /// are read only while it holds less than [`OUTBOX_LIMIT`], so it stays
+    /// small.
+    outbox: VecDeque<Vec<u8>>,
+    /// The bytes in `outbox`.
+    outbox_bytes: usize,
 }
 
 impl Dispatcher {
@@ -143,6 +161,8 @@ impl Dispatcher {
             totals: Totals::default(),
             born: Instant::now(),
             shutting_down: false,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
         }
     }
 
@@ -162,6 +182,7 @@ impl Dispatcher {
         tokio::pin!(kill_now);
         let mut reading = true;
         let mut killing = false;
+        let out = self.ctx.out.clone();
         // While stopping, lines are still read and answered until the last
         // run has ended: a client never waits on a line the daemon dropped.
         while (reading && !self.shutting_down) || !self.live.is_empty() {
@@ -170,7 +191,7 @@ impl Dispatcher {
                 () = &mut shutdown, if !self.shutting_down => {
                     self.shutting_down = true;
                     tracing::info!(live = self.live.len(), "shutting down: stopping every run");
-                    self.stop_all().await;
+                    self.stop_all();
                 }
                 () = &mut kill_now, if self.shutting_down && !killing => {
                     killing = true;
@@ -185,10 +206,13 @@ impl Dispatcher {
                         }
                     }
                 }
-                Some(notice) = notices.recv() => self.on_notice(notice).await,
+                () = out.room_for(self.outbox.front().map_or(0, Vec::len)), if !self.outbox.is_empty() => {
+                    self.flush_outbox();
+                }
+                Some(notice) = notices.recv() => self.on_notice(notice),
                 Some(()) = log_status.recv() => self.log_status(),
-                line = inbound.recv(), if reading => match line {
-                    Some(line) => self.on_inbound(line).await,
+                line = inbound.recv(), if reading && self.outbox_bytes < OUTBOX_LIMIT => match line {
+                    Some(line) => self.on_inbound(line),
                     None => {
                         reading = false;
                         tracing::info!(live = self.live.len(), "stdin closed: finishing the runs in flight");
@@ -199,10 +223,44 @@ impl Dispatcher {
                 self.start_ready();
             }
         }
+        // Nothing is left to stop: the rest may wait for stdout.
+        self.outbox_bytes = 0;
+        for line in self.outbox.drain(..) {
+            if out.send_raw(line).await.is_err() {
+                break;
+            }
+        }
         self.totals
     }
 
-    async fn on_notice(&mut self, notice: TurnNotice) {
+    /// Queues `line` for stdout, behind any line still waiting in the outbox.
+    fn emit(&mut self, line: OutputLine) {
+        let line = encode(&line);
+        self.outbox_bytes += line.len();
+        self.outbox.push_back(line);
+        self.flush_outbox();
+    }
+
+    /// Moves the outbox's lines to stdout's queue while it has room. If
+    /// stdout is gone they are dropped: nobody can read them.
+    fn flush_outbox(&mut self) {
+        while let Some(line) = self.outbox.front() {
+            match self.ctx.out.try_send_raw(line) {
+                Ok(true) => {
+                    self.outbox_bytes -= line.len();
+                    self.outbox.pop_front();
+                }
+                Ok(false) => return,
+                Err(_closed) => {
+                    self.outbox.clear();
+                    self.outbox_bytes = 0;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_notice(&mut self, notice: TurnNotice) {
         match notice {
             TurnNotice::ThreadStarted { id, thread_id } => {
                 if let Some(live) = self.live.get_mut(&id) {
@@ -239,7 +297,7 @@ impl Dispatcher {
                 // Finished first, as a turn does: once the client sees the
                 // `end`, the id and the thread are free.
                 self.finished(&id, false);
-                let _ = self.ctx.out.send_end(end).await;
+                self.emit(OutputLine::End(end));
             }
         }
     }
@@ -265,12 +323,11 @@ impl Dispatcher {
         }
     }
 
-    async fn on_inbound(&mut self, line: Inbound) {
+    fn on_inbound(&mut self, line: Inbound) {
         let (line_no, bytes, decoded) = match line {
             Inbound::TooLong(line_no, len) => {
                 let error = crate::reader::too_long(len, self.ctx.settings.max_request_bytes);
-                self.reject(line_no, codes::REJECT_LINE_TOO_LONG, error, None)
-                    .await;
+                self.reject(line_no, codes::REJECT_LINE_TOO_LONG, error, None);
                 return;
             }
             Inbound::Decoded {
@@ -286,22 +343,17 @@ impl Dispatcher {
             _ => bytes,
         };
         match decoded {
-            Err(r) => self.reject(line_no, r.code, r.message, r.request_id).await,
-            Ok(Request::Cancel { id }) => self.cancel(line_no, id).await,
+            Err(r) => self.reject(line_no, r.code, r.message, r.request_id),
+            Ok(Request::Cancel { id }) => self.cancel(line_no, id),
             Ok(Request::Status { request_id }) => {
                 crate::fault::point("dispatcher-status");
                 let report = self.status(request_id);
-                let _ = self
-                    .ctx
-                    .out
-                    .send_raw(encode(&OutputLine::Status(report)))
-                    .await;
+                self.emit(OutputLine::Status(report));
             }
             Ok(Request::Run { id, params }) => {
                 if self.live.contains_key(&id) {
                     let error = format!("run id {id:?} is already queued or running");
-                    self.reject(line_no, codes::REJECT_DUPLICATE_ID, error, Some(id))
-                        .await;
+                    self.reject(line_no, codes::REJECT_DUPLICATE_ID, error, Some(id));
                     return;
                 }
                 match params {
@@ -309,7 +361,7 @@ impl Dispatcher {
                         self.totals.refused += 1;
                         tracing::info!(run = %id, field = %invalid.field, "refused run: invalid params");
                         let end = End::error(id, codes::END_INVALID_PARAMS, invalid.message);
-                        let _ = self.ctx.out.send_end(end).await;
+                        self.emit(OutputLine::End(end));
                     }
                     Ok(params) if self.shutting_down => {
                         self.totals.refused += 1;
@@ -320,7 +372,7 @@ impl Dispatcher {
                             "not started: the runner is shutting down",
                         );
                         end.thread_id = params.resume;
-                        let _ = self.ctx.out.send_end(end).await;
+                        self.emit(OutputLine::End(end));
                     }
                     Ok(params) if self.queue_is_full_for(&params, bytes).is_some() => {
                         // A bound on memory: each waiting run holds its
@@ -335,7 +387,7 @@ impl Dispatcher {
                         );
                         let mut end = End::error(id, codes::END_QUEUE_FULL, error);
                         end.thread_id = params.resume;
-                        let _ = self.ctx.out.send_end(end).await;
+                        self.emit(OutputLine::End(end));
                     }
                     Ok(params) => {
                         self.totals.accepted += 1;
@@ -355,12 +407,11 @@ impl Dispatcher {
         }
     }
 
-    async fn cancel(&mut self, line_no: u64, id: String) {
+    fn cancel(&mut self, line_no: u64, id: String) {
         match self.live.get(&id).map(|live| &live.state) {
             None => {
                 let error = format!("no queued or running run has id {id:?}");
-                self.reject(line_no, codes::REJECT_UNKNOWN_ID, error, Some(id))
-                    .await;
+                self.reject(line_no, codes::REJECT_UNKNOWN_ID, error, Some(id));
             }
             Some(LiveState::Running { stop, .. }) => {
                 // A second cancel, or one racing the turn's own end, is a no-op.
@@ -383,12 +434,12 @@ impl Dispatcher {
                 );
                 end.queued_ms = Some(live.arrived.elapsed().as_millis() as u64);
                 end.thread_id = live.thread;
-                let _ = self.ctx.out.send_end(end).await;
+                self.emit(OutputLine::End(end));
             }
         }
     }
 
-    async fn reject(&mut self, line: u64, code: &str, error: String, request_id: Option<String>) {
+    fn reject(&mut self, line: u64, code: &str, error: String, request_id: Option<String>) {
         self.totals.refused += 1;
         tracing::info!(line, code, "rejected request line");
         let rejected = Rejected {
@@ -397,7 +448,7 @@ impl Dispatcher {
             line,
             request_id,
         };
-        let _ = self.ctx.out.send_rejected(rejected).await;
+        self.emit(OutputLine::Rejected(rejected));
     }
 
     /// Why a run with `params` and a request line of `bytes` may not wait,
@@ -579,7 +630,7 @@ impl Dispatcher {
         }
     }
 
-    async fn stop_all(&mut self) {
+    fn stop_all(&mut self) {
         let queued: Vec<String> = self.queue.drain(..).collect();
         self.queued_bytes = 0;
         for id in queued {
@@ -592,7 +643,7 @@ impl Dispatcher {
                 );
                 end.queued_ms = Some(live.arrived.elapsed().as_millis() as u64);
                 end.thread_id = live.thread;
-                let _ = self.ctx.out.send_end(end).await;
+                self.emit(OutputLine::End(end));
             }
         }
         for live in self.live.values() {

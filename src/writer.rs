@@ -146,6 +146,33 @@ impl Outgoing {
         self.try_append(&[prefix, event, b"}\n"])
     }
 
+    /// [`Outgoing::send_raw`] if the queue has room now: `Ok(false)` (and
+    /// nothing queued) if it is full.
+    pub fn try_send_raw(&self, line: &[u8]) -> Result<bool, StdoutClosed> {
+        debug_assert_eq!(line.last(), Some(&b'\n'));
+        self.try_append(&[line])
+    }
+
+    /// Waits until a line of `len` bytes would be queued at once, or
+    /// stdout has failed (a send then fails at once).
+    pub async fn room_for(&self, len: usize) {
+        loop {
+            let space = self.shared.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let state = self.shared.lock();
+                if state.failed.is_some()
+                    || state.queue.is_empty()
+                    || state.queue.len() + len <= OUTGOING_LIMIT
+                {
+                    return;
+                }
+            }
+            space.await;
+        }
+    }
+
     /// Sends a run's `end` line.
     pub async fn send_end(&self, end: End) -> Result<(), StdoutClosed> {
         self.send_raw(encode(&OutputLine::End(end))).await

@@ -339,6 +339,98 @@ async fn backpressure_bounds_memory_when_stdout_is_read_slowly() {
     d.assert_clean_exit().await;
 }
 
+/// A daemon running one turn whose codex waits on its own pipe because
+/// nobody reads stdout, with `queued` runs waiting for its slot: every line
+/// the daemon would add to stdout now waits for room. Returns codex's pid.
+async fn stalled_daemon(queued: usize) -> (Daemon, u64) {
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("1")
+        .arg("--kill-grace")
+        .arg("600")
+        .start()
+        .await;
+    d.run(
+        "flood",
+        json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "many", "FAKE_CODEX_EVENTS": "100000", "FAKE_CODEX_PAYLOAD": "1000"}}),
+    )
+    .await;
+    for i in 0..queued {
+        d.run(&format!("q{i}"), json!({"prompt": "x"})).await;
+    }
+    d.wait_stdout_pipe_full().await;
+    let codex = d.wait_record("flood").await["pid"].as_u64().unwrap();
+    wait_blocked_writing(codex).await;
+    (d, codex)
+}
+
+/// Waits until process `pid` has died: gone, or a zombie (the turn reaps it
+/// only once its lines have found room on stdout).
+async fn wait_dead(pid: u64, why: &str) {
+    let dead = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    };
+    let gone = async {
+        while !dead() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(READ_TIMEOUT, gone)
+        .await
+        .unwrap_or_else(|_| panic!("codex {pid} was never stopped: {why}"));
+}
+
+/// A client that stopped reading still stops turns: the `end`s of the
+/// queued runs a SIGTERM cancels wait for stdout, the SIGINT to the running
+/// codex does not (nor the 600 s grace: it was never waited on).
+#[tokio::test]
+async fn sigterm_stops_turns_while_stdout_is_not_read() {
+    let (mut d, codex) = stalled_daemon(40).await;
+    d.signal(libc::SIGTERM);
+    wait_dead(codex, "the shutdown waited for stdout").await;
+    let ids: Vec<String> = (0..40).map(|i| format!("q{i}")).collect();
+    let mut all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    all.push("flood");
+    let (runs, _) = d.collect(&all).await;
+    for (id, run) in &runs {
+        assert_eq!(run.code(), Some("shutdown"), "{id}: {}", run.end);
+    }
+    assert!(d.wait_exit().await.success());
+}
+
+/// The same for `cancel`: answers to earlier lines (a queued run's `end`,
+/// `rejected`) wait for stdout; a later `cancel` of the running turn is
+/// still read and acted on.
+#[tokio::test]
+async fn cancel_is_acted_on_while_answers_wait_for_stdout() {
+    let (mut d, codex) = stalled_daemon(40).await;
+    for i in 0..40 {
+        d.cancel(&format!("q{i}")).await;
+        d.cancel(&format!("nobody-{i}")).await;
+    }
+    d.cancel("flood").await;
+    wait_dead(codex, "the cancel was never read").await;
+    let ids: Vec<String> = (0..40).map(|i| format!("q{i}")).collect();
+    let mut all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    all.push("flood");
+    let (runs, others) = d.collect(&all).await;
+    for (id, run) in &runs {
+        assert_eq!(run.code(), Some("cancelled"), "{id}: {}", run.end);
+    }
+    // The last answers may come after the flood's end: they raced its lines
+    // for room on stdout.
+    let mut rejected = others.iter().filter(|l| l["type"] == "rejected").count();
+    while rejected < 40 {
+        let line = d.next_line().await;
+        assert_eq!(line["type"], "rejected", "{line}");
+        rejected += 1;
+    }
+    d.assert_clean_exit().await;
+}
+
 /// The resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
