@@ -325,10 +325,14 @@ async fn drive(
                     };
                     if sent.is_err() {
                         // stdout is gone: nobody can see this turn; stop it.
+                        // Once codex is reaped its pid may be another
+                        // process's: nothing is signalled then.
                         if !stdout_closed_stop && stop_reason.is_none() {
                             stdout_closed_stop = true;
                             stop_reason = Some(StopReason::Shutdown);
-                            interrupt!();
+                            if !reaped {
+                                interrupt!();
+                            }
                         }
                     }
                 }
