@@ -219,7 +219,7 @@ fn run_params(mut object: Map<String, Value>) -> Result<RunParams, InvalidParams
         }
         None => return Err(InvalidParams::new("params", "missing field `params`")),
     };
-    let params: RunParams =
+    let mut params: RunParams =
         serde_path_to_error::deserialize(Value::Object(params)).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." {
@@ -227,11 +227,33 @@ fn run_params(mut object: Map<String, Value>) -> Result<RunParams, InvalidParams
             } else {
                 format!("params.{path}")
             };
-            let message = format!("{field}: {}", e.inner());
+            let message = format!("{field}: {}", without_string_value(e.inner().to_string()));
             InvalidParams::new(field, message)
         })?;
     validate(&params)?;
+    if let Some(resume) = &mut params.resume {
+        // codex prints thread ids in lower case and finds a thread by its
+        // rollout's file name; one spelling also keeps two turns of a
+        // thread from running at once whatever case the client sent.
+        resume.make_ascii_lowercase();
+    }
     Ok(params)
+}
+
+/// serde's `invalid type: string "…", expected …` (and `invalid value`)
+/// quotes the string it got, which may be a secret sent in the wrong place
+/// (`http_headers` as `"Bearer …"`); it reaches the `end` line and the
+/// log. Keeps what it is and what was expected, not the value.
+fn without_string_value(message: String) -> String {
+    for head in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = message.strip_prefix(head) else {
+            continue;
+        };
+        if let (Some(_), Some(at)) = (rest.strip_prefix("string \""), rest.rfind("\", expected ")) {
+            return format!("{head}a string{}", &rest[at + 1..]);
+        }
+    }
+    message
 }
 
 fn kind_of(value: &Value) -> &'static str {

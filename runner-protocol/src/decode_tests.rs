@@ -264,3 +264,35 @@ fn an_image_path_with_a_comma_is_refused_as_codex_would_split_it() {
         e.message
     );
 }
+
+#[test]
+fn a_wrong_type_names_the_kind_not_the_value() {
+    // A token sent where a map was due must not come back in the `end`.
+    let e = invalid(
+        r#"{"type":"run","id":"r","params":{"prompt":"x","mcp_servers":{"s":{"url":"http://127.0.0.1:1/mcp","http_headers":"Bearer sk-secret, expected \"x\""}}}}"#,
+    );
+    assert_eq!(e.field, "params.mcp_servers.s.http_headers");
+    assert!(!e.message.contains("sk-secret"), "{}", e.message);
+    assert!(
+        e.message.contains("invalid type: a string, expected a map"),
+        "{}",
+        e.message
+    );
+    // Other kinds, and what serde says besides, stay as they were.
+    let e = invalid(r#"{"type":"run","id":"r","params":{"prompt":"x","timeout_secs":"soon"}}"#);
+    assert!(!e.message.contains("soon"), "{}", e.message);
+    let e = invalid(r#"{"type":"run","id":"r","params":{"prompt":"x","model":7}}"#);
+    assert!(e.message.contains("integer `7`"), "{}", e.message);
+}
+
+#[test]
+fn resume_is_lower_cased_as_codex_prints_thread_ids() {
+    let line = r#"{"type":"run","id":"r","params":{"prompt":"x","resume":"01A20258-9970-7D11-97DA-F3F1BBB388DB"}}"#;
+    let Ok(Request::Run { params: Ok(p), .. }) = decode_request(line.as_bytes()) else {
+        panic!("should decode");
+    };
+    assert_eq!(
+        p.resume.as_deref(),
+        Some("01a20258-9970-7d11-97da-f3f1bbb388db")
+    );
+}

@@ -96,9 +96,14 @@ async fn holding_a_slot(slots: &str, limit: [&str; 2]) -> (Daemon, Gate, String)
 #[tokio::test]
 async fn runs_beyond_max_queued_end_at_once_with_queue_full() {
     let (mut d, gate, thread) = holding_a_slot("2", ["--max-queued", "2"]).await;
-    // One slot is free, but a turn on the holder's thread must wait for it.
+    // One slot is free, but a turn on the holder's thread must wait for it,
+    // however the client spells the thread id.
     d.run("w1", json!({"prompt": "x", "resume": thread})).await;
-    d.run("w2", json!({"prompt": "x", "resume": thread})).await;
+    d.run(
+        "w2",
+        json!({"prompt": "x", "resume": thread.to_uppercase()}),
+    )
+    .await;
     d.run("w3", json!({"prompt": "x", "resume": thread})).await;
     let full = d.wait_for(|l| l["id"] == "w3").await;
     assert_eq!(full["type"], "end", "{full}");
