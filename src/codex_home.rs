@@ -43,6 +43,7 @@ use toml_edit::DocumentMut;
 use crate::codex_bin::CodexBin;
 use crate::config_template::RecentConfigs;
 use crate::config_toml::{self, ConfigError};
+use crate::containment::{LeftBehind, TagSuffix};
 use crate::db_template::DbTemplates;
 use crate::home_pool::{self, IdleHomes, Links};
 
@@ -224,14 +225,14 @@ pub fn ensure_turn_root(root: &Path) -> Result<(), HomeError> {
 
 /// Removes per-turn dirs left by daemons that died without cleaning up
 /// (SIGKILL, power loss): they hold config files with secrets. A dir is ours
-/// by name, `turn-<pid>-p<pid namespace>-…`, and stale when that pid is in
-/// our PID namespace and not a live runner.
+/// by name, `turn-<pid>-p<pid namespace>-s<start>-<n>`, and mode (0700), and
+/// stale when that pid is in our PID namespace and not a live runner.
 pub fn clean_stale(root: &Path) {
     // One line for all: a daemon killed with a thousand turns (and its
     // homes kept for reuse) left a thousand dirs. Each failure is its own
     // line: that dir's secrets stay.
     let mut removed = 0u64;
-    for dir in crate::containment::dead_runners_entries(root, "turn-") {
+    for dir in crate::containment::dead_runners_entries(root, &TURN_DIRS) {
         match fs::remove_dir_all(&dir) {
             Ok(()) => removed += 1,
             Err(e) => {
@@ -241,6 +242,46 @@ pub fn clean_stale(root: &Path) {
     }
     if removed > 0 {
         tracing::info!(removed, turn_dir = %root.display(), "removed the turn dirs of dead codex-runners");
+    }
+}
+
+/// How a private turn root beside the shared default `<default>` is named:
+/// `<default>-<tag>` (see [`create_private_turn_root`]).
+fn private_roots(default: &Path) -> (PathBuf, String) {
+    let name = default.file_name().unwrap_or_default().to_string_lossy();
+    let parent = default.parent().unwrap_or(Path::new("/")).to_owned();
+    (parent, format!("{name}-"))
+}
+
+/// A turn root of this daemon's alone beside `default` (when another user
+/// holds that), created 0700, named so that a later daemon can tell it for a
+/// dead daemon's (see [`clean_stale_private_roots`]).
+pub fn create_private_turn_root(default: &Path) -> std::io::Result<PathBuf> {
+    let (parent, prefix) = private_roots(default);
+    let root = parent.join(format!("{prefix}{}", crate::containment::instance_tag()));
+    DirBuilder::new().mode(0o700).create(&root)?;
+    Ok(root)
+}
+
+/// Removes the private turn roots beside `default` of daemons that died
+/// without removing them (SIGKILL), with the turn dirs they hold: those
+/// hold config files with secrets, and no other daemon would ever use them.
+pub fn clean_stale_private_roots(default: &Path) {
+    let (parent, prefix) = private_roots(default);
+    let names = LeftBehind {
+        prefix: &prefix,
+        suffix: TagSuffix::Nothing,
+        private: true,
+    };
+    for root in crate::containment::dead_runners_entries(&parent, &names) {
+        match fs::remove_dir_all(&root) {
+            Ok(()) => {
+                tracing::info!(turn_dir = %root.display(), "removed the private turn dir of a dead codex-runner")
+            }
+            Err(e) => {
+                tracing::warn!(turn_dir = %root.display(), error = %e, "cannot remove the private turn dir of a dead codex-runner")
+            }
+        }
     }
 }
 
@@ -343,6 +384,13 @@ fn make_links(dir: &Path, links: &Links) -> Result<(), HomeError> {
     }
     Ok(())
 }
+
+/// How turn dirs are named (see [`create_turn_dir`]).
+const TURN_DIRS: LeftBehind = LeftBehind {
+    prefix: "turn-",
+    suffix: TagSuffix::Counter,
+    private: true,
+};
 
 /// `turn-<tag>-<n>`, created 0700: private from the first instant, and
 /// named so that a later daemon can tell whose it is (see [`clean_stale`]

@@ -356,7 +356,12 @@ fn cgroup_root() -> Result<PathBuf, String> {
 
 /// Kills what is left in the cgroups of dead daemons and removes them.
 fn clean_stale(parent: &Path) {
-    for dir in dead_runners_entries(parent, "codex-runner-") {
+    let names = LeftBehind {
+        prefix: "codex-runner-",
+        suffix: TagSuffix::Nothing,
+        private: false,
+    };
+    for dir in dead_runners_entries(parent, &names) {
         tracing::info!(cgroup = %dir.display(), "cleaning up the cgroup of a dead codex-runner");
         if let Ok(turns) = fs::read_dir(&dir) {
             for turn in turns.flatten().filter(|t| t.path().is_dir()) {
@@ -404,53 +409,116 @@ fn pid_namespace() -> Option<u64> {
     *NS.get_or_init(|| fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino()))
 }
 
-/// The entries of `dir` named `<prefix><tag>` or `<prefix><tag>-…` (see
-/// [`instance_tag`]; an older daemon's name has the pid alone) whose pid is
-/// in our PID namespace and neither ours nor a live codex-runner: what
-/// daemons that died without cleaning up (SIGKILL, power loss) left there.
-pub(crate) fn dead_runners_entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+/// How a daemon names one kind of thing it leaves behind: `<prefix><tag>`
+/// then [`LeftBehind::suffix`] (see [`instance_tag`]; an older daemon's
+/// tag has the pid alone).
+pub(crate) struct LeftBehind<'a> {
+    /// What comes before the tag, as `turn-`.
+    pub prefix: &'a str,
+    /// What comes after it.
+    pub suffix: TagSuffix,
+    /// Made 0700: anything else of that name is not ours.
+    pub private: bool,
+}
+
+/// What follows the instance tag in a name.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TagSuffix {
+    /// Nothing (a daemon's cgroup, its own turn root).
+    Nothing,
+    /// `-<n>`, a decimal counter (turn dirs).
+    Counter,
+    /// `-<letters and digits>` (a temporary dir's random part).
+    Random,
+}
+
+/// The entries of `dir` that `names` describes exactly, that are
+/// directories (not symlinks) of this user's, and whose pid is in our PID
+/// namespace and neither ours nor a live codex-runner: what daemons that
+/// died without cleaning up (SIGKILL, power loss) left there. Anything else
+/// is left alone: a chosen `--turn-dir` may hold the user's own
+/// `turn-2024-notes`.
+pub(crate) fn dead_runners_entries(dir: &Path, names: &LeftBehind) -> Vec<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
     entries
         .flatten()
         .filter(|entry| {
-            entry
+            let Some(owner) = entry
                 .file_name()
                 .to_str()
-                .and_then(|n| n.strip_prefix(prefix))
-                .is_some_and(is_dead_runners)
+                .and_then(|n| n.strip_prefix(names.prefix))
+                .and_then(|tag| Owner::parse(tag, names.suffix))
+            else {
+                return false;
+            };
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+                return false;
+            };
+            meta.is_dir()
+                && meta.uid() == uid
+                && (!names.private || meta.permissions().mode() & 0o777 == 0o700)
+                && owner.is_dead()
         })
         .map(|entry| entry.path())
         .collect()
 }
 
-/// Whether a name's `<pid>[-p<ns>][-s<start>][-…]` is a dead daemon's of
-/// our namespace.
-fn is_dead_runners(tag: &str) -> bool {
-    let mut parts = tag.split('-');
-    let Some(pid) = parts.next().and_then(|pid| pid.parse::<u32>().ok()) else {
-        return false;
-    };
-    let number = |part: Option<&str>, prefix: char| {
-        part.and_then(|p| p.strip_prefix(prefix))
-            .and_then(|n| n.parse::<u64>().ok())
-    };
-    let mut next = parts.next();
-    let ns = number(next, 'p');
-    if ns.is_some() {
-        next = parts.next();
+/// The daemon a name's `<pid>[-p<ns>][-s<start>]` tag names.
+#[derive(Debug, PartialEq, Eq)]
+struct Owner {
+    pid: u32,
+    ns: Option<u64>,
+    start: Option<u64>,
+}
+
+impl Owner {
+    /// The tag of `name` (what follows the prefix), if the whole name is
+    /// the tag and `suffix`.
+    fn parse(name: &str, suffix: TagSuffix) -> Option<Owner> {
+        let mut parts = name.split('-').peekable();
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let pid = parts.next().filter(|p| digits(p))?.parse().ok()?;
+        let mut number = |prefix: char| {
+            let n = parts
+                .peek()
+                .and_then(|p| p.strip_prefix(prefix))
+                .filter(|n| digits(n))
+                .and_then(|n| n.parse::<u64>().ok())?;
+            parts.next();
+            Some(n)
+        };
+        let ns = number('p');
+        let start = number('s');
+        let rest: Vec<&str> = parts.collect();
+        let fits = match suffix {
+            TagSuffix::Nothing => rest.is_empty(),
+            TagSuffix::Counter => matches!(rest[..], [n] if digits(n)),
+            TagSuffix::Random => {
+                matches!(rest[..], [r] if !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+            }
+        };
+        fits.then_some(Owner { pid, ns, start })
     }
-    if ns.is_some() && ns != pid_namespace() {
-        return false;
-    }
-    match number(next, 's') {
-        // Dead unless a process with that pid and that start time runs.
-        Some(start) => {
-            !proc_stat(pid).is_some_and(|stat| !stat.is_dead() && stat.start == Some(start))
+
+    /// Whether this is a dead daemon of our namespace.
+    fn is_dead(&self) -> bool {
+        let Owner { pid, ns, start } = *self;
+        if ns.is_some() && ns != pid_namespace() {
+            return false;
         }
-        // An older daemon's name: a live process by that name.
-        None => pid != std::process::id() && !is_live_runner(pid),
+        match start {
+            // Dead unless a process with that pid and that start time runs.
+            Some(start) => {
+                !proc_stat(pid).is_some_and(|stat| !stat.is_dead() && stat.start == Some(start))
+            }
+            // An older daemon's name: a live process by that name.
+            None => pid != std::process::id() && !is_live_runner(pid),
+        }
     }
 }
 
@@ -542,6 +610,73 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A turn dir's tag, `<tag>-<n>`, names a dead daemon's.
+    fn is_dead_runners(tag: &str) -> bool {
+        Owner::parse(tag, TagSuffix::Counter).is_some_and(|owner| owner.is_dead())
+    }
+
+    #[test]
+    fn only_names_of_exactly_our_form_are_read() {
+        let owner = |pid, ns, start| Some(Owner { pid, ns, start });
+        let turn = |name| Owner::parse(name, TagSuffix::Counter);
+        assert_eq!(turn("12-p34-s56-7"), owner(12, Some(34), Some(56)));
+        assert_eq!(turn("12-7"), owner(12, None, None), "an older daemon's");
+        // A user's own dirs in a chosen --turn-dir: `turn-2024-notes`,
+        // `turn-1-2-3`, `turn-5`.
+        for name in [
+            "2024-notes",
+            "1-2-3",
+            "5",
+            "12-p34-s56",
+            "12-p34-s56-7x",
+            "+1-2",
+            "12-p-3",
+        ] {
+            assert_eq!(turn(name), None, "{name}");
+        }
+        let cgroup = |name| Owner::parse(name, TagSuffix::Nothing);
+        assert_eq!(cgroup("12-p34-s56"), owner(12, Some(34), Some(56)));
+        assert_eq!(cgroup("12-p34-s56-7"), None);
+        assert_eq!(cgroup("db-template-12-p34-s56-abc"), None);
+        let scratch = |name| Owner::parse(name, TagSuffix::Random);
+        assert_eq!(scratch("12-p34-s56-aB3x9Z"), owner(12, Some(34), Some(56)));
+        assert_eq!(scratch("12-p34-s56-a.b"), None);
+        assert_eq!(scratch("12-p34-s56"), None);
+    }
+
+    /// Only this user's real directories, and of a private kind only
+    /// those made 0700, are taken for a dead daemon's.
+    #[test]
+    fn only_our_private_directories_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ns = pid_namespace().unwrap();
+        let make = |name: &str, mode: u32| {
+            let path = dir.path().join(name);
+            fs::create_dir(&path).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let dead = make(&format!("turn-1-p{ns}-s1-0"), 0o700);
+        make(&format!("turn-1-p{ns}-s1-1"), 0o755);
+        make("turn-1-notes", 0o700);
+        std::os::unix::fs::symlink(&dead, dir.path().join(format!("turn-1-p{ns}-s1-2"))).unwrap();
+        fs::write(dir.path().join(format!("turn-1-p{ns}-s1-3")), "").unwrap();
+        let names = |private| LeftBehind {
+            prefix: "turn-",
+            suffix: TagSuffix::Counter,
+            private,
+        };
+        assert_eq!(
+            dead_runners_entries(dir.path(), &names(true)),
+            std::slice::from_ref(&dead)
+        );
+        let mut found = dead_runners_entries(dir.path(), &names(false));
+        found.sort();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0], dead);
+    }
 
     #[test]
     fn only_dead_daemons_of_our_pid_namespace_are_judged_dead() {

@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use crate::codex_bin::CodexBin;
 use crate::codex_home::FileKey;
+use crate::containment::{LeftBehind, TagSuffix};
 
 /// Pristine databases: file name and contents (each database and, where
 /// codex left one, its write-ahead log).
@@ -233,7 +234,12 @@ enabled = false
 
 /// Removes the scratch dirs of daemons that are gone.
 pub(crate) fn clean_stale(tmp: &Path) {
-    for dir in crate::containment::dead_runners_entries(tmp, SCRATCH_PREFIX) {
+    let names = LeftBehind {
+        prefix: SCRATCH_PREFIX,
+        suffix: TagSuffix::Random,
+        private: true,
+    };
+    for dir in crate::containment::dead_runners_entries(tmp, &names) {
         let _ = fs::remove_dir_all(dir);
     }
 }
@@ -487,20 +493,26 @@ mod tests {
     #[test]
     fn scratch_dirs_of_dead_daemons_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
-        // pid 1 is never a codex-runner; ours is alive; a foreign name is kept.
+        // pid 1 is never a codex-runner; ours is alive; a foreign name, and
+        // one of our form that is not 0700 (so not made by a daemon), are kept.
         let dead = tmp.path().join(format!("{SCRATCH_PREFIX}1-abc"));
-        let ours = tmp
-            .path()
-            .join(format!("{SCRATCH_PREFIX}{}-abc", std::process::id()));
+        let ours = tmp.path().join(format!(
+            "{SCRATCH_PREFIX}{}-abc",
+            crate::containment::instance_tag()
+        ));
         let other = tmp.path().join("something-else");
-        for dir in [&dead, &ours, &other] {
+        let open = tmp.path().join(format!("{SCRATCH_PREFIX}1-xyz"));
+        for dir in [&dead, &ours, &other, &open] {
             fs::create_dir(dir).unwrap();
             fs::write(dir.join("config.toml"), "").unwrap();
+            let mode = if dir == &open { 0o755 } else { 0o700 };
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
         }
         clean_stale(tmp.path());
         assert!(!dead.exists());
         assert!(ours.exists());
         assert!(other.exists());
+        assert!(open.exists());
     }
 
     #[test]

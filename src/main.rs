@@ -439,7 +439,11 @@ fn settings(cli: &Cli) -> Result<Settings, String> {
     let base_home = base_home(cli)?;
     let turn_root = match &cli.turn_dir {
         Some(dir) => chosen_turn_root(dir)?,
-        None => usable_turn_root(&absolute(&default_turn_root(), "--turn-dir")?)?,
+        None => {
+            let default = absolute(&default_turn_root(), "--turn-dir")?;
+            codex_runner::codex_home::clean_stale_private_roots(&default);
+            usable_turn_root(&default)?
+        }
     };
     codex_runner::codex_home::clean_stale(&turn_root);
     let seconds = |name: &str, value: f64| {
@@ -492,25 +496,19 @@ fn chosen_turn_root(dir: &Path) -> Result<PathBuf, String> {
 
 /// `default`, or, if it cannot be ours (another user made it first: the
 /// name is predictable, in a directory anyone may write), a new private
-/// directory beside it, removed at exit.
+/// directory beside it, removed at exit (or, after a SIGKILL, by the next
+/// daemon's start).
 fn usable_turn_root(default: &Path) -> Result<PathBuf, String> {
     let why = match ensure_turn_root(default) {
         Ok(()) => return Ok(default.to_owned()),
         Err(e) => diag::chain(&e),
     };
-    let name = default.file_name().unwrap_or_default().to_string_lossy();
-    let parent = default.parent().unwrap_or(Path::new("/"));
-    let private = tempfile::Builder::new()
-        .prefix(&format!("{name}-"))
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir_in(parent)
-        .map_err(|e| {
-            format!(
-                "{why}; and no private turn dir could be made in {}: {e}",
-                parent.display()
-            )
-        })?
-        .keep();
+    let private = codex_runner::codex_home::create_private_turn_root(default).map_err(|e| {
+        format!(
+            "{why}; and no private turn dir could be made in {}: {e}",
+            default.parent().unwrap_or(Path::new("/")).display()
+        )
+    })?;
     tracing::warn!(default = %default.display(), turn_dir = %private.display(), "{why}: using a private turn dir for this daemon instead");
     PRIVATE_TURN_ROOT.set(private.clone()).ok();
     Ok(private)
@@ -801,5 +799,22 @@ mod tests {
         );
         assert_eq!(mode & 0o777, 0o700);
         assert_eq!(PRIVATE_TURN_ROOT.get(), Some(&private));
+        // A SIGKILLed daemon's private root (pid 1 never started when we
+        // did) goes, turn dirs and all, at the next start; ours, and a
+        // user's dir of a like name, stay.
+        let tag = codex_runner::containment::instance_tag();
+        let dead = parent.path().join(format!(
+            "codex-runner-taken-1-{}",
+            tag.split_once('-').unwrap().1
+        ));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::set_permissions(&dead, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        std::fs::create_dir(dead.join("turn-1-0")).unwrap();
+        let users = parent.path().join("codex-runner-taken-notes");
+        std::fs::create_dir(&users).unwrap();
+        codex_runner::codex_home::clean_stale_private_roots(&taken);
+        assert!(!dead.exists());
+        assert!(private.is_dir() && users.is_dir());
     }
 }
