@@ -242,6 +242,9 @@ fn redact_table(table: &mut dyn toml_edit::TableLike, path: &mut Vec<String>) {
                     }
                 } else {
                     redact_args(array);
+                    path.push(key);
+                    redact_array_tables(array, path);
+                    path.pop();
                 }
             }
             _ => {
@@ -296,12 +299,31 @@ fn redact_args(array: &mut toml_edit::Array) {
                 {
                     Some(format!("{head}={REDACTED}"))
                 }
+                // A URL argument (`--url http://u:p@h/?key=…`).
+                _ if text.contains("://") => {
+                    Some(redact_url(text)).filter(|redacted| redacted != text)
+                }
                 _ => None,
             }
         };
         after_secret_flag = flag.is_some_and(|f| !f.contains('=') && names_a_secret(f));
         if let Some(replaced) = replaced {
             *value = Value::from(replaced);
+        }
+    }
+}
+
+/// Tables inside an array (`[{ url = …, http_headers = … }]`), and arrays
+/// inside it, are redacted as tables elsewhere are.
+fn redact_array_tables(array: &mut toml_edit::Array, path: &mut Vec<String>) {
+    for value in array.iter_mut() {
+        match value {
+            Value::InlineTable(table) => redact_table(table, path),
+            Value::Array(inner) => {
+                redact_args(inner);
+                redact_array_tables(inner, path);
+            }
+            _ => {}
         }
     }
 }
@@ -348,6 +370,8 @@ mod tests {
                 "[model_providers.q]\nquery_params = { api-version = \"v\", sig = \"qp-secret\" }\n",
                 "[extra]\napi-key = \"dash-secret\"\nprivate_key = \"pk-secret\"\n",
                 "notify = [\"curl\", \"-H\", \"Authorization: Bearer notify-secret\"]\n",
+                "[mcp_servers.proxy]\ncommand = \"p\"\nargs = [\"--upstream\", \"https://u:argurl-secret@h/?k=argq-secret\"]\n",
+                "[nested]\nlist = [{ url = \"http://h/?sig=nested-url-secret\", token = \"nested-secret\" }, [\"--password\", \"deep-secret\"]]\n",
             ),
         )
         .unwrap();
@@ -391,6 +415,11 @@ mod tests {
             "dash-secret",
             "pk-secret",
             "notify-secret",
+            "argurl-secret",
+            "argq-secret",
+            "nested-url-secret",
+            "nested-secret",
+            "deep-secret",
         ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }

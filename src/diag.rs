@@ -69,6 +69,8 @@ impl Redactor {
             // A password in the URL (`http://user:pass@host/`) is one too:
             // codex's connection errors quote the URL.
             secrets.extend(server.url.as_deref().and_then(url_password));
+            // So are its query's values (`?api_key=…`), for the same reason.
+            secrets.extend(server.url.as_deref().into_iter().flat_map(url_query_values));
         }
         // Short values ("1", "true") would redact ordinary words.
         secrets.retain(|s| s.len() >= 4);
@@ -144,6 +146,20 @@ pub(crate) fn url_password(url: &str) -> Option<String> {
     let userinfo = &authority[..authority.rfind('@')?];
     let (_, password) = userinfo.split_once(':')?;
     (!password.is_empty()).then(|| password.to_owned())
+}
+
+/// The values of a URL's query (`?name=value&…`, before any `#`).
+pub(crate) fn url_query_values(url: &str) -> Vec<String> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').map(|(_, value)| value))
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A short printable sample of a raw line.
@@ -298,6 +314,27 @@ mod tests {
         assert_eq!(
             redactor.redact("error sending request for url (http://bot:hunter22@127.0.0.1:9/mcp)"),
             "error sending request for url (http://bot:[redacted]@127.0.0.1:9/mcp)"
+        );
+    }
+
+    #[test]
+    fn the_query_values_of_a_server_url_are_redacted() {
+        assert_eq!(
+            url_query_values("http://h/mcp?api_key=k3y-value&v=1&flag&sig=#sig=frag"),
+            ["k3y-value", "1"]
+        );
+        assert!(url_query_values("http://h/mcp").is_empty());
+        let params: RunParams = serde_json::from_value(serde_json::json!({
+            "prompt": "x",
+            "mcp_servers": {"s": {"url": "http://127.0.0.1:9/mcp?api_key=sk-query-secret"}}
+        }))
+        .unwrap();
+        let redactor = Redactor::for_params(&params);
+        assert_eq!(
+            redactor.redact(
+                "error sending request for url (http://127.0.0.1:9/mcp?api_key=sk-query-secret)"
+            ),
+            "error sending request for url (http://127.0.0.1:9/mcp?api_key=[redacted])"
         );
     }
 }
