@@ -258,15 +258,26 @@ fn run(cli: Cli) -> ExitCode {
             let second = async {
                 let _ = second_rx.await;
             };
-            // SIGUSR1 logs what is running, as `dd` reports its progress:
-            // its default action would end the daemon.
-            let mut usr1 =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+            // SIGUSR1 logs what is running, as `dd` reports its progress.
+            // SIGUSR2 does nothing but say so. The default action of
+            // either would end the daemon on the spot, without its
+            // clean-up (and PID 1 passes both on to it).
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut usr1 = signal(SignalKind::user_defined1())?;
+            let mut usr2 = signal(SignalKind::user_defined2())?;
             let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
             tokio::spawn(async move {
-                while usr1.recv().await.is_some() {
-                    if status_tx.send(()).is_err() {
-                        break;
+                loop {
+                    tokio::select! {
+                        Some(()) = usr1.recv() => {
+                            if status_tx.send(()).is_err() {
+                                break;
+                            }
+                        }
+                        Some(()) = usr2.recv() => {
+                            tracing::warn!("SIGUSR2 received: it does nothing here (SIGUSR1 logs what is running)");
+                        }
+                        else => break,
                     }
                 }
             });

@@ -482,6 +482,10 @@ async fn a_second_sigterm_skips_the_grace_period() {
 async fn sigusr1_logs_what_is_running_and_stops_nothing() {
     let mut d = Daemon::start().await;
     d.run_started("held", "hang").await;
+    // SIGUSR2 only says it does nothing: its default action would have
+    // ended the daemon without its clean-up.
+    d.signal(libc::SIGUSR2);
+    d.wait_for_stderr("SIGUSR2 received").await;
     d.signal(libc::SIGUSR1);
     d.wait_for_stderr("status: running held (").await;
     let stderr = d.stderr();
