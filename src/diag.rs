@@ -305,14 +305,8 @@ mod tests {
         );
         assert_eq!(url_password("http://h/a@b:c"), None, "an @ in the path");
         assert_eq!(url_password("http://user@h/"), None);
-        let params: RunParams = serde_json::from_value(serde_json::json!({
-            "prompt": "x",
-            "mcp_servers": {"s": {"url": "http://bot:hunter22@127.0.0.1:9/mcp"}}
-        }))
-        .unwrap();
-        let redactor = Redactor::for_params(&params);
         assert_eq!(
-            redactor.redact("error sending request for url (http://bot:hunter22@127.0.0.1:9/mcp)"),
+            codex_error_for("http://bot:hunter22@127.0.0.1:9/mcp"),
             "error sending request for url (http://bot:[redacted]@127.0.0.1:9/mcp)"
         );
     }
@@ -324,17 +318,19 @@ mod tests {
             ["k3y-value", "1"]
         );
         assert!(url_query_values("http://h/mcp").is_empty());
-        let params: RunParams = serde_json::from_value(serde_json::json!({
-            "prompt": "x",
-            "mcp_servers": {"s": {"url": "http://127.0.0.1:9/mcp?api_key=sk-query-secret"}}
-        }))
-        .unwrap();
-        let redactor = Redactor::for_params(&params);
         assert_eq!(
-            redactor.redact(
-                "error sending request for url (http://127.0.0.1:9/mcp?api_key=sk-query-secret)"
-            ),
+            codex_error_for("http://127.0.0.1:9/mcp?api_key=sk-query-secret"),
             "error sending request for url (http://127.0.0.1:9/mcp?api_key=[redacted])"
         );
+    }
+
+    /// codex's connection error for a request's server at `url`, redacted.
+    fn codex_error_for(url: &str) -> String {
+        let params: RunParams = serde_json::from_value(serde_json::json!({
+            "prompt": "x",
+            "mcp_servers": {"s": {"url": url}}
+        }))
+        .unwrap();
+        Redactor::for_params(&params).redact(&format!("error sending request for url ({url})"))
     }
 }

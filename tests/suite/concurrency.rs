@@ -346,8 +346,9 @@ async fn backpressure_bounds_memory_when_stdout_is_read_slowly() {
 
 /// A daemon running one turn whose codex waits on its own pipe because
 /// nobody reads stdout, with `queued` runs waiting for its slot: every line
-/// the daemon would add to stdout now waits for room. Returns codex's pid.
-async fn stalled_daemon(queued: usize) -> (Daemon, u64) {
+/// the daemon would add to stdout now waits for room. Returns codex's pid
+/// and every run's id, the queued ones first.
+async fn stalled_daemon(queued: usize) -> (Daemon, u64, Vec<String>) {
     let mut d = Daemon::builder()
         .arg("--max-concurrent")
         .arg("1")
@@ -360,13 +361,15 @@ async fn stalled_daemon(queued: usize) -> (Daemon, u64) {
         json!({"prompt": "x", "env": {"FAKE_CODEX_SCENARIO": "many", "FAKE_CODEX_EVENTS": "100000", "FAKE_CODEX_PAYLOAD": "1000"}}),
     )
     .await;
-    for i in 0..queued {
-        d.run(&format!("q{i}"), json!({"prompt": "x"})).await;
+    let mut ids: Vec<String> = (0..queued).map(|i| format!("q{i}")).collect();
+    for id in &ids {
+        d.run(id, json!({"prompt": "x"})).await;
     }
+    ids.push("flood".to_owned());
     d.wait_stdout_pipe_full().await;
     let codex = d.wait_record("flood").await["pid"].as_u64().unwrap();
     wait_blocked_writing(codex).await;
-    (d, codex)
+    (d, codex, ids)
 }
 
 /// Waits until process `pid` has died: gone, or a zombie (the turn reaps it
@@ -393,12 +396,10 @@ async fn wait_dead(pid: u64, why: &str) {
 /// codex does not (nor the 600 s grace: it was never waited on).
 #[tokio::test]
 async fn sigterm_stops_turns_while_stdout_is_not_read() {
-    let (mut d, codex) = stalled_daemon(40).await;
+    let (mut d, codex, ids) = stalled_daemon(40).await;
     d.signal(libc::SIGTERM);
     wait_dead(codex, "the shutdown waited for stdout").await;
-    let ids: Vec<String> = (0..40).map(|i| format!("q{i}")).collect();
-    let mut all: Vec<&str> = ids.iter().map(String::as_str).collect();
-    all.push("flood");
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
     let (runs, _) = d.collect(&all).await;
     for (id, run) in &runs {
         assert_eq!(run.code(), Some("shutdown"), "{id}: {}", run.end);
@@ -411,16 +412,16 @@ async fn sigterm_stops_turns_while_stdout_is_not_read() {
 /// still read and acted on.
 #[tokio::test]
 async fn cancel_is_acted_on_while_answers_wait_for_stdout() {
-    let (mut d, codex) = stalled_daemon(40).await;
-    for i in 0..40 {
-        d.cancel(&format!("q{i}")).await;
-        d.cancel(&format!("nobody-{i}")).await;
+    let (mut d, codex, ids) = stalled_daemon(40).await;
+    // The queued runs and as many unknown ids, then the running one.
+    for (i, id) in ids.iter().enumerate() {
+        d.cancel(id).await;
+        if id != "flood" {
+            d.cancel(&format!("nobody-{i}")).await;
+        }
     }
-    d.cancel("flood").await;
     wait_dead(codex, "the cancel was never read").await;
-    let ids: Vec<String> = (0..40).map(|i| format!("q{i}")).collect();
-    let mut all: Vec<&str> = ids.iter().map(String::as_str).collect();
-    all.push("flood");
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
     let (runs, others) = d.collect(&all).await;
     for (id, run) in &runs {
         assert_eq!(run.code(), Some("cancelled"), "{id}: {}", run.end);
