@@ -375,12 +375,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let home = HomeSettings {
-            base_home: base.path().to_path_buf(),
-            turn_root: base.path().to_path_buf(),
-            idle: Default::default(),
-            templates: Default::default(),
-        };
+        let home = home_in(base.path());
         // Saved by a Windows tool: a byte order mark first, read past.
         let input = concat!(
             "\u{feff}",
@@ -467,6 +462,16 @@ mod tests {
         assert_eq!(lines[3]["line"], 5);
     }
 
+    /// A base home that is also the turn root.
+    fn home_in(dir: &std::path::Path) -> HomeSettings {
+        HomeSettings {
+            base_home: dir.to_path_buf(),
+            turn_root: dir.to_path_buf(),
+            idle: Default::default(),
+            templates: Default::default(),
+        }
+    }
+
     fn with_program(home: &HomeSettings) -> CheckSettings<'_> {
         CheckSettings {
             home,
@@ -480,12 +485,7 @@ mod tests {
     #[test]
     fn warns_of_reused_ids_cancels_of_no_run_and_a_codex_that_cannot_run() {
         let base = tempfile::tempdir().unwrap();
-        let home = HomeSettings {
-            base_home: base.path().to_path_buf(),
-            turn_root: base.path().to_path_buf(),
-            idle: Default::default(),
-            templates: Default::default(),
-        };
+        let home = home_in(base.path());
         let input = concat!(
             r#"{"type":"cancel","id":"a"}"#,
             "\n",
@@ -539,12 +539,7 @@ mod tests {
     #[test]
     fn paths_that_do_not_exist_are_refused() {
         let base = tempfile::tempdir().unwrap();
-        let home = HomeSettings {
-            base_home: base.path().to_path_buf(),
-            turn_root: base.path().to_path_buf(),
-            idle: Default::default(),
-            templates: Default::default(),
-        };
+        let home = home_in(base.path());
         let line = br#"{"type":"run","id":"a","params":{"prompt":"x","cwd":"/nonexistent/dir"}}"#;
         let mut out = Vec::new();
         assert_eq!(run(&with_program(&home), &line[..], &mut out).unwrap(), 1);
@@ -569,12 +564,7 @@ mod tests {
             std::ffi::CString::new(path.clone().into_os_string().into_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-        let home = HomeSettings {
-            base_home: base.path().to_path_buf(),
-            turn_root: base.path().to_path_buf(),
-            idle: Default::default(),
-            templates: Default::default(),
-        };
+        let home = home_in(base.path());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut out = Vec::new();
