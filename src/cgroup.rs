@@ -30,10 +30,13 @@ use std::sync::{Arc, Mutex};
 const POOL_MAX: usize = 256;
 
 /// Idle cgroups a new daemon creates before it reads its first request, at
-/// most (about 100 µs each): enough that a first batch of that many turns
-/// starts without a `mkdir` on its path, few enough that starting stays
-/// quick.
-pub const PREFILL_MAX: usize = 64;
+/// most: as many as the pool keeps, so that a first burst of up to that many
+/// turns starts without a `mkdir` on its path. A `mkdir` in cgroupfs holds
+/// the kernel's cgroup mutex, which every `clone3(CLONE_INTO_CGROUP)` takes
+/// too: made among a burst of spawns, they held up the 256-turn benchmark's
+/// median first event by 30-40 ms. Made ahead of time they cost about
+/// 0.2 ms each, once, before the first request is read.
+pub const PREFILL_MAX: usize = POOL_MAX;
 
 /// One turn's cgroup directory, open.
 #[derive(Debug)]

@@ -350,10 +350,10 @@ pub fn prepare(
     Ok(home)
 }
 
-/// Homes a new daemon makes before it reads its first request, at most:
-/// as for turn cgroups, a first batch of that many turns then writes only
-/// its own files (see [`TurnHome::recycle`]).
-pub const PREFILL_MAX: usize = 64;
+/// Homes a new daemon makes before it reads its first request, at most (as
+/// many as are kept idle): as for turn cgroups, a first burst of that many
+/// turns then writes only its own files (see [`TurnHome::recycle`]).
+pub const PREFILL_MAX: usize = crate::home_pool::IDLE_MAX;
 
 /// Makes up to `turns` (at most [`PREFILL_MAX`]) empty homes holding the
 /// base home's links, kept in `settings.idle` for the first turns. Best

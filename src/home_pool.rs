@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Idle homes kept, at most (as many as idle turn cgroups).
-const IDLE_MAX: usize = 256;
+pub const IDLE_MAX: usize = 256;
 
 /// The entries a home links: (name, target in the base home).
 pub type Links = Arc<Vec<(OsString, PathBuf)>>;
