@@ -11,8 +11,8 @@ pub const END_INVALID_PARAMS: &str = "invalid_params";
 pub const END_CANCELLED: &str = "cancelled";
 /// The run exceeded its `timeout_secs` (or the daemon's `--turn-timeout`).
 pub const END_TIMEOUT: &str = "timeout";
-/// The daemon is shutting down (SIGTERM, SIGINT or SIGHUP, or its stdout
-/// closed) and stopped the run, or did not start it.
+/// The daemon is shutting down (SIGTERM, SIGINT, SIGHUP or SIGQUIT, or its
+/// stdout closed) and stopped the run, or did not start it.
 pub const END_SHUTDOWN: &str = "shutdown";
 /// Codex printed `turn.failed`.
 pub const END_TURN_FAILED: &str = "turn_failed";
@@ -21,7 +21,8 @@ pub const END_CODEX_EXITED: &str = "codex_exited";
 /// The codex executable could not be started.
 pub const END_SPAWN_FAILED: &str = "spawn_failed";
 /// The per-turn CODEX_HOME could not be prepared (base config.toml unreadable
-/// or not valid TOML, tempdir or link failure).
+/// or not valid TOML, a request server whose tool namespace is a base
+/// server's, tempdir or link failure).
 pub const END_CONFIG_ERROR: &str = "config_error";
 /// Codex printed output the runner cannot forward (a line over the size
 /// limit).

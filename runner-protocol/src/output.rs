@@ -41,8 +41,10 @@ pub enum OutputLine {
 pub struct End {
     /// The run id.
     pub id: String,
-    /// `ok` only if codex exited 0, printed no `turn.failed`, and every line
-    /// it printed was read and forwarded (none over `--max-event-bytes`).
+    /// `ok` only if codex exited 0, printed no `turn.failed`, and every JSON
+    /// line it printed was read and forwarded (none over
+    /// `--max-event-bytes`). A line that is not JSON is dropped with a
+    /// `diag` warning and does not by itself fail the run.
     pub status: EndStatus,
     /// One-line reason, when `status` is `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
