@@ -632,6 +632,31 @@ mod tests {
     }
 
     #[test]
+    fn prefill_makes_a_home_per_turn_up_to_what_the_pool_keeps() {
+        let base = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        fs::write(base.path().join("auth.json"), "{}").unwrap();
+        let settings = HomeSettings {
+            base_home: base.path().to_path_buf(),
+            turn_root: root.path().to_path_buf(),
+            idle: Default::default(),
+            templates: Default::default(),
+        };
+        prefill(&settings, 3);
+        assert_eq!(settings.idle.len(), 3);
+        let kept = crate::home_pool::IDLE_MAX;
+        prefill(&settings, kept + 10);
+        assert_eq!(settings.idle.len(), kept, "as many as the pool keeps");
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), kept);
+        let links = base_snapshot(base.path()).unwrap().links.clone();
+        let home = settings.idle.take(&links).unwrap();
+        assert!(fs::read_link(home.join("auth.json")).is_ok());
+        settings.idle.give_back(home, links);
+        settings.idle.clear();
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn a_panicking_turn_still_removes_its_home() {
         let root = tempfile::tempdir().unwrap();
         let settings = HomeSettings {
