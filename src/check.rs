@@ -342,7 +342,9 @@ fn redact_url(url: &str) -> String {
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some((name, _)) => format!("{name}={REDACTED}"),
-            None => pair.to_owned(),
+            // `?token`: a value without a name.
+            None if !pair.is_empty() => REDACTED.to_owned(),
+            None => String::new(),
         })
         .collect();
     format!("{}?{}{}", &out[..start], query.join("&"), &out[end..])
@@ -352,6 +354,14 @@ fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_url_keeps_its_query_names_but_no_value() {
+        assert_eq!(
+            redact_url("https://u:pw@h/p?a=1&t0ken&&b=#f"),
+            format!("https://u:{REDACTED}@h/p?a={REDACTED}&{REDACTED}&&b={REDACTED}#f")
+        );
+    }
 
     #[test]
     fn previews_config_and_argv_with_secrets_redacted() {

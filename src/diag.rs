@@ -62,32 +62,65 @@ pub struct Redactor {
 impl Redactor {
     /// Collects the secrets of a request.
     pub fn for_params(p: &RunParams) -> Redactor {
-        let mut secrets: Vec<String> = p.env.values().cloned().collect();
+        let mut values: Vec<String> = p.env.values().cloned().collect();
         for server in p.mcp_servers.values() {
-            secrets.extend(server.http_headers.iter().flatten().map(|(_, v)| v.clone()));
-            secrets.extend(server.env.iter().flatten().map(|(_, v)| v.clone()));
+            values.extend(server.http_headers.iter().flatten().map(|(_, v)| v.clone()));
+            values.extend(server.env.iter().flatten().map(|(_, v)| v.clone()));
             // A password in the URL (`http://user:pass@host/`) is one too:
-            // codex's connection errors quote the URL.
-            secrets.extend(server.url.as_deref().and_then(url_password));
-            // So are its query's values (`?api_key=…`), for the same reason.
-            secrets.extend(server.url.as_deref().into_iter().flat_map(url_query_values));
+            // codex's connection errors quote the URL. So are its query's
+            // values (`?api_key=…`). Either may be quoted decoded as well.
+            let url = server.url.as_deref();
+            for value in url
+                .and_then(url_password)
+                .into_iter()
+                .chain(url.into_iter().flat_map(url_query_values))
+            {
+                values.extend(percent_decoded(&value));
+                values.push(value);
+            }
+        }
+        let mut secrets = Vec::new();
+        for value in values {
+            secrets.extend(parts_quoted_alone(&value));
+            secrets.push(value);
         }
         // Short values ("1", "true") would redact ordinary words.
         secrets.retain(|s| s.len() >= 4);
-        // Longest first, so a secret containing another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.sort_unstable();
         secrets.dedup();
         Redactor { secrets }
     }
 
-    /// `text` with every secret replaced.
+    /// `text` with every secret replaced. Where two secrets overlap in the
+    /// text, the whole span of both goes.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
+        let mut spans: Vec<(usize, usize)> = Vec::new();
         for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "[redacted]");
-            }
+            spans.extend(
+                text.match_indices(secret.as_str())
+                    .map(|(at, found)| (at, at + found.len())),
+            );
         }
+        if spans.is_empty() {
+            return text.to_owned();
+        }
+        spans.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut done = 0;
+        let mut spans = spans.into_iter().peekable();
+        while let Some((from, mut to)) = spans.next() {
+            while let Some(&(next_from, next_to)) = spans.peek() {
+                if next_from > to {
+                    break;
+                }
+                to = to.max(next_to);
+                spans.next();
+            }
+            out.push_str(&text[done..from]);
+            out.push_str("[redacted]");
+            done = to;
+        }
+        out.push_str(&text[done..]);
         out
     }
 
@@ -96,16 +129,19 @@ impl Redactor {
     /// begins a secret (4 bytes of it or more) is replaced too.
     pub fn redact_cut(&self, text: &str) -> String {
         let mut out = self.redact(text);
-        for secret in &self.secrets {
-            let partial = (4..secret.len())
-                .rev()
-                .filter(|&n| secret.is_char_boundary(n))
-                .find(|&n| out.ends_with(&secret[..n]));
-            if let Some(n) = partial {
-                out.truncate(out.len() - n);
-                out.push_str("[redacted]");
-                break;
-            }
+        let longest_partial = self
+            .secrets
+            .iter()
+            .filter_map(|secret| {
+                (4..secret.len())
+                    .rev()
+                    .filter(|&n| secret.is_char_boundary(n))
+                    .find(|&n| out.ends_with(&secret[..n]))
+            })
+            .max();
+        if let Some(n) = longest_partial {
+            out.truncate(out.len() - n);
+            out.push_str("[redacted]");
         }
         out
     }
@@ -148,7 +184,8 @@ pub(crate) fn url_password(url: &str) -> Option<String> {
     (!password.is_empty()).then(|| password.to_owned())
 }
 
-/// The values of a URL's query (`?name=value&…`, before any `#`).
+/// The values of a URL's query (`?name=value&…`, before any `#`); a part
+/// without `=` (`?token`) is a value as a whole.
 pub(crate) fn url_query_values(url: &str) -> Vec<String> {
     let Some((_, query)) = url.split_once('?') else {
         return Vec::new();
@@ -156,10 +193,69 @@ pub(crate) fn url_query_values(url: &str) -> Vec<String> {
     let query = query.split_once('#').map_or(query, |(q, _)| q);
     query
         .split('&')
-        .filter_map(|pair| pair.split_once('=').map(|(_, value)| value))
+        .map(|pair| pair.split_once('=').map_or(pair, |(_, value)| value))
         .filter(|value| !value.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// `value` with its `%XX` escapes decoded, if it has any that decode to
+/// UTF-8 (an error may quote a URL's parts decoded).
+fn percent_decoded(value: &str) -> Option<String> {
+    if !value.contains('%') {
+        return None;
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
+        .ok()
+        .filter(|decoded| decoded != value)
+}
+
+/// Parts of a secret value that text may quote without the rest: each line
+/// of a value of several (a PEM key: codex's stderr reaches us a line at a
+/// time), and the credential of an `Authorization`-style value
+/// (`Bearer <token>`, `Basic <credentials>`).
+fn parts_quoted_alone(value: &str) -> Vec<String> {
+    let mut parts: Vec<String> = Vec::new();
+    if value.contains(['\n', '\r']) {
+        parts.extend(
+            value
+                .split(['\n', '\r'])
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    if let Some((scheme, credential)) = value.trim().split_once(' ') {
+        let credential = credential.trim();
+        if !scheme.is_empty()
+            && scheme.bytes().all(|b| b.is_ascii_alphabetic())
+            && !credential.is_empty()
+            && !credential.contains(char::is_whitespace)
+        {
+            parts.push(credential.to_owned());
+        }
+    }
+    parts
 }
 
 /// A short printable sample of a raw line.
@@ -315,13 +411,56 @@ mod tests {
     fn the_query_values_of_a_server_url_are_redacted() {
         assert_eq!(
             url_query_values("http://h/mcp?api_key=k3y-value&v=1&flag&sig=#sig=frag"),
-            ["k3y-value", "1"]
+            ["k3y-value", "1", "flag"],
+            "a part without `=` is a value"
         );
         assert!(url_query_values("http://h/mcp").is_empty());
         assert_eq!(
             codex_error_for("http://127.0.0.1:9/mcp?api_key=sk-query-secret"),
             "error sending request for url (http://127.0.0.1:9/mcp?api_key=[redacted])"
         );
+    }
+
+    #[test]
+    fn parts_of_a_secret_quoted_alone_are_redacted() {
+        let params: RunParams = serde_json::from_value(serde_json::json!({
+            "prompt": "x",
+            "env": {"KEY": "-----BEGIN KEY-----\r\nline-one-x\nline-two-y\n-----END KEY-----\n"},
+            "mcp_servers": {"s": {
+                "url": "http://bot:p%3Aword@h/mcp?k=a%26bcd&bare-t0ken",
+                "http_headers": {"Authorization": "Bearer tok3n-value"}
+            }}
+        }))
+        .unwrap();
+        let redactor = Redactor::for_params(&params);
+        // codex's stderr comes a line at a time, so a key's lines come apart.
+        assert_eq!(
+            redactor.redact("gate line-one-x: no such file"),
+            "gate [redacted]: no such file"
+        );
+        assert_eq!(redactor.redact("line-two-y"), "[redacted]");
+        assert_eq!(
+            redactor.redact("401: bad token tok3n-value"),
+            "401: bad token [redacted]"
+        );
+        assert_eq!(redactor.redact("Bearer is a word"), "Bearer is a word");
+        assert_eq!(
+            redactor.redact("user bot, password p:word, k=a&bcd, bare-t0ken"),
+            "user bot, password [redacted], k=[redacted], [redacted]"
+        );
+    }
+
+    #[test]
+    fn overlapping_secrets_are_redacted_whole() {
+        let redactor = Redactor {
+            secrets: vec!["abcSEKRET1".into(), "SEKRET1xyzTAIL".into()],
+        };
+        assert_eq!(redactor.redact("x abcSEKRET1xyzTAIL y"), "x [redacted] y");
+        assert_eq!(
+            redactor.redact("abcSEKRET1 and SEKRET1xyzTAIL"),
+            "[redacted] and [redacted]"
+        );
+        assert_eq!(redactor.redact_cut("x SEKRET1xy"), "x [redacted]");
     }
 
     /// codex's connection error for a request's server at `url`, redacted.
