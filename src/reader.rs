@@ -47,7 +47,9 @@ pub async fn run_reader<R: AsyncRead + Unpin>(input: R, limit: usize, tx: mpsc::
             Frame::Line(line) => {
                 crate::fault::point_if("reader-status", || crate::fault::is_status(&line));
                 let line = without_bom(line_no, &line);
-                if line.iter().all(u8::is_ascii_whitespace) {
+                // Blank as JSON counts it: a form feed is not whitespace
+                // there, so a line of form feeds gets its `malformed_json`.
+                if line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
                     continue;
                 }
                 Inbound::Decoded {

@@ -37,6 +37,11 @@ fn table() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("open brace", raw("{"), Rejected("malformed_json")),
         ("close brace", raw("}"), Rejected("malformed_json")),
         ("null", raw("null"), Rejected("malformed_json")),
+        (
+            "form feeds only",
+            raw("\x0c\x0c"),
+            Rejected("malformed_json"),
+        ),
         ("number", raw("42"), Rejected("malformed_json")),
         ("string", raw(r#""run""#), Rejected("malformed_json")),
         (
