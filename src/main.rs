@@ -156,6 +156,11 @@ fn main() -> ExitCode {
     // As a container's PID 1, a process of ours stays PID 1 to reap orphans
     // (see `init`): before any thread exists.
     let under_init = codex_runner::init::split_if_pid1();
+    // Until the daemon handles them, the signals it handles wait (blocked,
+    // here and in every thread started from here): their default action
+    // would end it while it makes turn dirs and cgroups, leaving them
+    // behind. The child codex processes start with no signal blocked.
+    mask_handled_signals(libc::SIG_BLOCK);
     // Before any thread or child exists (logged once logging is up).
     let inherited = codex_runner::inherited_fds::keep_from_children();
     // Every stderr line from here on goes through its own thread, so a
@@ -180,6 +185,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> ExitCode {
     if let Some(Command::Check) = cli.command {
+        mask_handled_signals(libc::SIG_UNBLOCK);
         return check(&cli);
     }
     let settings = match settings(&cli) {
@@ -201,6 +207,7 @@ fn run(cli: Cli) -> ExitCode {
     if let Ok(codex) = &settings.codex {
         let _ = settings.home.templates.for_codex(codex);
     }
+    codex_runner::fault::gate("after-prefill");
     // One thread: a turn is a few syscalls per event, not work for a
     // second core, and every wake-up between two workers costs an eventfd
     // write and a futex; blocking work (stdin that is not a pipe, a stalled
@@ -281,6 +288,9 @@ fn run(cli: Cli) -> ExitCode {
                     }
                 }
             });
+            // Every handled signal has its handler: one that came during
+            // start-up is acted on now.
+            mask_handled_signals(libc::SIG_UNBLOCK);
             Ok::<_, std::io::Error>(
                 daemon::run(settings, input, output, first, second, status_rx).await,
             )
@@ -657,6 +667,28 @@ struct Signals {
     quit: tokio::signal::unix::Signal,
     /// `None` when the daemon was started with SIGHUP ignored (`nohup`).
     hup: Option<tokio::signal::unix::Signal>,
+}
+
+/// Blocks or unblocks (`how`) the signals the daemon handles, in this
+/// thread (and so in the threads it starts afterwards).
+fn mask_handled_signals(how: libc::c_int) {
+    // SAFETY: sigset_t is plain data, filled by sigemptyset and sigaddset;
+    // pthread_sigmask changes this thread's mask only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
 }
 
 impl Signals {

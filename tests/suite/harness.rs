@@ -772,6 +772,13 @@ impl Gate {
     /// that never comes fails the test instead of leaving a thread blocked
     /// in `open` that the runtime would wait for forever at its drop.
     pub async fn open(&self) {
+        drop(self.hold().await);
+    }
+
+    /// Opens the FIFO for write as [`open`](Self::open) does, once the
+    /// waiting side has it open, and keeps it open: the waiting side stays
+    /// at the gate until the file is dropped.
+    pub async fn hold(&self) -> std::fs::File {
         use std::os::unix::fs::OpenOptionsExt;
         let opened = async {
             loop {
@@ -780,7 +787,7 @@ impl Gate {
                     .custom_flags(libc::O_NONBLOCK)
                     .open(&self.path)
                 {
-                    Ok(_) => return,
+                    Ok(held) => return held,
                     // No reader yet.
                     Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -791,7 +798,7 @@ impl Gate {
         };
         tokio::time::timeout(READ_TIMEOUT, opened)
             .await
-            .expect("the gated turn never opened its gate");
+            .expect("the gated side never opened its gate")
     }
 }
 

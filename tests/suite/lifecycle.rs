@@ -290,6 +290,38 @@ async fn while_shutting_down_every_line_is_still_answered() {
 }
 
 /// The bit of `signal` in a `/proc/<pid>/status` mask line such as `SigIgn`.
+#[tokio::test]
+async fn a_signal_during_start_up_is_acted_on_once_ready_and_leaves_nothing() {
+    // A supervisor that stops a daemon it has just started: before, the
+    // signal's default action ended it while it made its first turns'
+    // dirs and cgroups, which stayed until a next start.
+    let gate = Gate::new();
+    let mut d = Daemon::builder()
+        .arg("--max-concurrent")
+        .arg("8")
+        .env(
+            "CODEX_RUNNER_TEST_GATE",
+            &format!("after-prefill:{}", gate.path.display()),
+        )
+        .start()
+        .await;
+    let held = gate.hold().await;
+    assert!(
+        !d.leftover_turn_dirs().is_empty(),
+        "at the gate, the first turns' dirs are made"
+    );
+    assert!(in_mask(d.pid(), "SigBlk", libc::SIGTERM));
+    d.signal(libc::SIGTERM);
+    drop(held);
+    let status = d.wait_exit().await;
+    assert!(status.success(), "{status}");
+    assert!(
+        d.leftover_turn_dirs().is_empty(),
+        "{:?}",
+        d.leftover_turn_dirs()
+    );
+}
+
 fn in_mask(pid: u32, line: &str, signal: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let mask = status
