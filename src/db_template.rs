@@ -44,7 +44,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::codex_bin::CodexBin;
@@ -79,6 +79,8 @@ struct Templates {
     slots: Mutex<HashMap<FileKey, Slot>>,
     /// What the build has running, so that [`DbTemplates::stop`] can end it.
     running: Mutex<Running>,
+    /// Notified when a scratch dir is gone.
+    scratch_gone: Condvar,
 }
 
 impl std::fmt::Debug for DbTemplates {
@@ -182,7 +184,17 @@ impl DbTemplates {
             // our unreaped child's own (process_group(0)).
             unsafe { libc::killpg(group, libc::SIGKILL) };
         }
-        for dir in running.scratch.drain(..) {
+        // A killed codex may finish the call it is in (a file made in its
+        // home) after a removal here has read the dir: the build thread
+        // removes its scratch dir once it has reaped codex, so that is
+        // waited for, briefly, before what is left is removed here.
+        let (mut running, _) = self
+            .0
+            .scratch_gone
+            .wait_timeout_while(running, SCRATCH_WAIT, |running| !running.scratch.is_empty())
+            .unwrap_or_else(|e| e.into_inner());
+        let left = std::mem::take(&mut running.scratch);
+        for dir in left.into_iter().chain(running.unremoved.drain(..)) {
             let _ = fs::remove_dir_all(dir);
         }
     }
@@ -205,7 +217,12 @@ struct Running {
     group: Option<libc::pid_t>,
     /// Scratch dirs in use.
     scratch: Vec<PathBuf>,
+    /// Scratch dirs no longer in use that could not be removed then.
+    unremoved: Vec<PathBuf>,
 }
+
+/// How long the daemon's exit waits for a build to remove its scratch dir.
+const SCRATCH_WAIT: Duration = Duration::from_secs(2);
 
 /// Both recipes together may take this long; then codex is killed.
 const BUILD_LIMIT: Duration = Duration::from_secs(60);
@@ -388,11 +405,18 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        // The dir itself goes with `self.dir`.
-        self.templates
-            .running()
-            .scratch
-            .retain(|dir| dir != self.dir.path());
+        // Removed here, not by `self.dir`'s drop after this: `stop` is
+        // told once it is gone. A removal that fails (no descriptor left)
+        // stays listed, for `stop` to try again at the daemon's exit.
+        let removed = fs::remove_dir_all(self.dir.path()).is_ok();
+        let mut running = self.templates.running();
+        running.scratch.retain(|dir| dir != self.dir.path());
+        if !removed {
+            running.unremoved.push(self.dir.path().to_path_buf());
+        }
+        if running.scratch.is_empty() {
+            self.templates.scratch_gone.notify_all();
+        }
     }
 }
 
@@ -489,6 +513,31 @@ fn first_file(dir: &Path) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_waits_for_a_build_to_be_done_with_its_scratch_dir() {
+        // A killed codex may still make a file in its home after the exit's
+        // removal has read the dir (the dir then stayed): the exit waits
+        // for the build thread, which removes the dir once codex is reaped.
+        let templates = DbTemplates::building();
+        let scratch = Scratch::new(&templates.0, "").unwrap();
+        let dir = scratch.dir.path().to_path_buf();
+        let (stopped_tx, stopped) = std::sync::mpsc::channel();
+        let stopping = templates.clone();
+        let stopper = std::thread::spawn(move || {
+            stopping.stop();
+            stopped_tx.send(()).unwrap();
+        });
+        assert!(
+            stopped.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the exit did not wait for the build"
+        );
+        fs::write(scratch.home().join("late"), "written as codex died").unwrap();
+        drop(scratch);
+        stopped.recv_timeout(Duration::from_secs(20)).unwrap();
+        stopper.join().unwrap();
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
 
     #[test]
     fn scratch_dirs_of_dead_daemons_are_removed() {
